@@ -1,0 +1,62 @@
+# Two commands on a fresh machine: `make tspin` (the whole story) and `make test`.
+# Every target sets up .venv itself; a second run of the set-up is a no-op.
+# SMOKE=1 runs the same chain at smoke size into runs/*_smoke (seconds, for the tests).
+PY       := .venv/bin/python
+VENV     := .venv/.stamp
+DATA     := data/generated
+SMOKE    ?=
+SFX      := $(if $(SMOKE),_smoke)
+FLAGS    := $(if $(SMOKE),--smoke)
+SFT_NAME ?= sft$(SFX)
+SFT_CKPT := runs/$(SFT_NAME)/ckpt.pt
+export PYTHONHASHSEED := 0
+
+.PHONY: setup data sft spin tspin paper notebooks test bench lint clean
+
+setup: $(VENV)
+
+$(VENV): requirements.txt pyproject.toml
+	python3 -m venv .venv
+	.venv/bin/pip install -q -r requirements.txt
+	.venv/bin/pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+$(DATA)/train.jsonl: data/make_data.py | $(VENV)
+	$(PY) -m data.make_data --out $(DATA)
+
+$(DATA)/tokenizer/tokenizer.json: $(DATA)/train.jsonl | $(VENV)
+	$(PY) -m model.tokenizer --train $(DATA)/train.jsonl --out $(DATA)/tokenizer
+
+data: $(DATA)/tokenizer/tokenizer.json
+
+# self-play starts from an SFT checkpoint: made first when missing
+$(SFT_CKPT): | data
+	$(PY) train_sft.py --name $(SFT_NAME) $(FLAGS)
+
+sft: data
+	$(PY) train_sft.py --name sft$(SFX) $(FLAGS)
+
+spin: $(SFT_CKPT)
+	$(PY) train_spin.py --name spin$(SFX) --init $(SFT_CKPT) $(FLAGS)
+
+tspin: $(SFT_CKPT)
+	$(PY) train_tspin.py --name tspin$(SFX) --init $(SFT_CKPT) $(FLAGS)
+
+paper: data
+	$(PY) -m experiments.paper $(FLAGS)
+
+notebooks: data
+	$(PY) -m notebooks.run --full
+
+test: $(VENV)
+	$(PY) -m pytest
+
+bench: $(VENV)
+	$(PY) -m bench.sampler
+	$(PY) -m bench.train
+
+lint: $(VENV)
+	.venv/bin/ruff check .
+
+clean:
+	rm -rf runs $(DATA) .pytest_cache

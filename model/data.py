@@ -1,0 +1,141 @@
+"""
+Instruction data: reading JSONL, the one chat template, and (prompt, response) -> training tensors.
+
+Accepted records, one JSON object per line:
+  {"prompt": ..., "response": ..., ["task": ..., "answer": ...]}        (our generator's format)
+  {"messages": [{"role": "user", "content": ...}, {"role": "assistant", "content": ...}]}  (TRL, SPIN repo)
+Records without a `task` are scored on loss and pipe metrics only.
+
+The template lives in format_prompt() and nowhere else: SFT, evaluation, SPIN and T-SPIN all call it,
+so the model is never trained with one template and asked with another (a wart of the official SPIN code).
+"""
+
+import json
+from pathlib import Path
+
+import torch
+
+
+class DataError(ValueError):
+    """Malformed input data; the message names the file and the line."""
+
+
+def _normalize(obj, where):
+    if not isinstance(obj, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    if "messages" in obj:
+        msgs = obj["messages"]
+        if not isinstance(msgs, list) or not all(isinstance(m, dict) for m in msgs):
+            raise DataError(f"{where}: 'messages' must be a list of {{'role', 'content'}} objects")
+        roles = [m.get("role") for m in msgs]
+        if "user" not in roles or "assistant" not in roles[roles.index("user"):]:
+            raise DataError(f"{where}: 'messages' needs a user turn followed by an assistant turn")
+        u = roles.index("user")
+        a = roles.index("assistant", u)
+        prompt, response = msgs[u].get("content"), msgs[a].get("content")
+        obj = {k: v for k, v in obj.items() if k != "messages"}
+    else:
+        missing = [k for k in ("prompt", "response") if k not in obj]
+        if missing:
+            raise DataError(f"{where}: missing field(s) {missing}; need 'prompt' and 'response', or 'messages'")
+        prompt, response = obj["prompt"], obj["response"]
+    if not isinstance(prompt, str) or not isinstance(response, str) or not prompt:
+        raise DataError(f"{where}: prompt and response must be strings, and the prompt non-empty")
+    return {**obj, "prompt": prompt, "response": response}
+
+
+def read_jsonl(path):
+    """Read instruction records; a malformed line raises DataError naming file and line number."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file (run `make data` to generate the default data)")
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
+            records.append(_normalize(obj, where))
+    if not records:
+        raise DataError(f"{path}: no records")
+    return records
+
+
+def write_jsonl(path, records):
+    """Write records atomically (temp file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The one chat template
+
+def format_prompt(tok, prompt):
+    """<|user|> prompt <|assistant|>: the model's answer follows. Used for training and generation."""
+    return [tok.user_id] + tok.encode(prompt) + [tok.assistant_id]
+
+
+def format_response(tok, response):
+    """The response tokens the model is trained on: the text, then the EOS (which is part of the answer)."""
+    return tok.encode(response) + [tok.eos_id]
+
+
+def encode_records(tok, records, block_size):
+    """-> (prompt ids, response ids) per record, with the response cut so prompt + response fit the
+    context (inputs are the sequence minus its last token, so block_size + 1 tokens fit)."""
+    prompts, responses = [], []
+    for r in records:
+        p, y = format_prompt(tok, r["prompt"]), format_response(tok, r["response"])
+        if len(p) >= block_size:
+            raise DataError(f"a prompt of {len(p)} tokens does not fit the context ({block_size}): {r['prompt'][:60]!r}")
+        prompts.append(p)
+        responses.append(y[: block_size + 1 - len(p)])
+    return prompts, responses
+
+
+def collate(prompts, responses, pad_id):
+    """Right-padded inputs x, targets y and loss mask m, each (B, T).
+
+    m[b, t] = 1 exactly where y[b, t] is a response token (the EOS included): the model is trained on
+    its answer, never on the prompt or the padding.
+    """
+    seqs = [p + r for p, r in zip(prompts, responses)]
+    T = max(len(s) for s in seqs) - 1
+    x = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    y = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    m = torch.zeros(len(seqs), T)
+    for b, (s, p) in enumerate(zip(seqs, prompts)):
+        n = len(s) - 1
+        x[b, :n] = torch.tensor(s[:-1])
+        y[b, :n] = torch.tensor(s[1:])
+        m[b, len(p) - 1 : n] = 1.0  # y[t] = s[t+1]: the first response token is predicted at len(p) - 1
+    return x, y, m
+
+
+def batches(n, batch_size, seed, epoch, lengths=None, drop_last=True):
+    """Shuffled global batches of indices for one epoch, a pure function of (seed, epoch): resuming
+    needs no RNG state, and every rank of a distributed run sees the same global batches.
+
+    With `lengths`, examples of similar length share a batch (shuffle, sort within windows of 16
+    batches, shuffle the batches): our answers run from 5 to 100 tokens, and random batches would be
+    padded to their longest member, about 3x the work."""
+    g = torch.Generator().manual_seed(seed * 1000 + epoch)
+    order = torch.randperm(n, generator=g).tolist()
+    if lengths is not None:
+        window = batch_size * 16
+        order = [i for w in range(0, n, window) for i in sorted(order[w : w + window], key=lambda i: lengths[i])]
+    out = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    if drop_last and len(out) > 1 and len(out[-1]) < batch_size:
+        out.pop()
+    if lengths is not None:
+        out = [out[i] for i in torch.randperm(len(out), generator=g).tolist()]
+    return out

@@ -1,0 +1,85 @@
+"""
+The evaluation every script runs: answer the held-out prompts with the KV sampler (greedy), score the
+answers, and compute the metrics (accuracy per family, pipe rate, ...). Also the teacher-forced loss on
+the held-out reference answers. SFT, SPIN, T-SPIN and the notebooks all call evaluate().
+"""
+
+import torch
+
+from model.checkers import eval_metrics, score
+from model.data import collate, encode_records, format_prompt
+from model.dist import Dist, all_reduce_sum, gather_lists
+from model.losses import sft_loss
+from model.sampler import generate
+from model.train_utils import autocast
+
+
+def answer(model, tok, prompts, max_new_tokens, temperature=0.0, top_p=1.0, seed=0, batch_size=256, row_ids=None):
+    """Generate one answer per prompt text with the chat template. Returns (token lists, texts, ended):
+    token lists keep the EOS when the model produced one; texts are decoded without it."""
+    if not prompts:
+        return [], [], []
+    ids = [format_prompt(tok, p) for p in prompts]
+    limit = model.config.block_size
+    max_new = min(max_new_tokens, limit - max(len(i) for i in ids))
+    outs = generate(model, ids, max_new, temperature=temperature, top_p=top_p, eos_id=tok.eos_id, seed=seed,
+                    batch_size=batch_size, row_ids=row_ids)
+    ended = [len(o) > 0 and o[-1] == tok.eos_id for o in outs]
+    texts = [tok.decode(o[:-1] if e else o) for o, e in zip(outs, ended)]
+    return outs, texts, ended
+
+
+@torch.no_grad()
+def reference_loss(model, tok, records, device, batch_size=64):
+    """Mean response-token NLL of the reference answers (teacher forcing), token-weighted."""
+    was_training = model.training
+    model.eval()
+    prompts, responses = encode_records(tok, records, model.config.block_size)
+    total, count = torch.zeros((), device=device), torch.zeros((), device=device)
+    for i in range(0, len(prompts), batch_size):
+        x, y, m = (t.to(device) for t in collate(prompts[i:i + batch_size], responses[i:i + batch_size], tok.pad_id))
+        with autocast(device):
+            logits = model(x)
+        n = m.sum()
+        total += sft_loss(logits, y, m) * n
+        count += n
+    model.train(was_training)
+    return total, count
+
+
+def evaluate(model, tok, records, device, max_new_tokens=96, batch_size=256, dist=None, n_show=0):
+    """-> (metrics dict, samples list). Under torchrun each rank answers its share of the prompts and
+    every rank returns the same metrics."""
+    dist = dist or Dist()
+    mine = records[dist.rank::dist.world]
+    _, texts, ended = answer(model, tok, [r["prompt"] for r in mine], max_new_tokens, batch_size=batch_size)
+    total, count = reference_loss(model, tok, mine, device)
+    texts = gather_lists(dist, texts, len(records))
+    ended = gather_lists(dist, ended, len(records))
+    loss_sum = all_reduce_sum(dist, torch.stack([total, count]))
+    metrics = {"eval_loss": float(loss_sum[0] / loss_sum[1].clamp_min(1))}
+    metrics.update(eval_metrics(records, texts, ended))
+    samples = []
+    for r, t, e in zip(records, texts, ended):
+        samples.append({"task": r.get("task"), "prompt": r["prompt"], "response": t, "reference": r["response"],
+                        "right": score(r, t), "ended": e})
+    return metrics, samples
+
+
+def show_samples(samples, n=5):
+    """A few answers, one per family first, printed as 'ok/WRONG prompt -> answer'."""
+    seen, picked = set(), []
+    for s in samples:
+        if s["task"] not in seen:
+            seen.add(s["task"])
+            picked.append(s)
+    picked = (picked + [s for s in samples if s not in picked])[:n]
+    for s in picked:
+        mark = {True: "  ok ", False: "WRONG", None: "  -  "}[s["right"]]
+        print(f"  {mark} [{s['task']}] {s['prompt']!r} -> {s['response']!r}")
+    return picked
+
+
+def summary_line(metrics):
+    keys = ["eval_loss", "accuracy", "pipe_rate", "eos_rate", "mean_len"]
+    return " ".join(f"{k} {metrics[k]:.3f}" for k in keys if k in metrics)

@@ -1,0 +1,165 @@
+"""The GPT and its KV-cached sampler, checked against the naive no-cache oracle."""
+
+import pytest
+import torch
+
+from model import GPT, GPTConfig, generate, naive_generate
+from model.gpt import KVCache
+from model.sampler import sample_next
+
+TINY = dict(vocab_size=64, block_size=64, n_layer=2, n_head=2, n_embd=32)
+
+
+def random_prompts(n, lengths, vocab, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, vocab, (lengths[i % len(lengths)],), generator=g).tolist() for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def random_model():
+    torch.manual_seed(0)
+    return GPT(GPTConfig(**TINY)).eval()
+
+
+@pytest.fixture(scope="module")
+def trained_model():
+    """A model trained for a few seconds to continue arithmetic progressions mod 60: its greedy
+    answers are confident and structured, unlike a random model's near-uniform logits."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**TINY))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(150):
+        start = torch.randint(0, 60, (32, 1), generator=g)
+        step = torch.randint(1, 4, (32, 1), generator=g)
+        seq = (start + step * torch.arange(40)) % 60
+        logits = model(seq[:, :-1])
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 64), seq[:, 1:].reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 1.5, "the fixture model failed to learn; the greedy test would be vacuous"
+    return model.eval()
+
+
+def test_haiku_has_about_one_million_parameters():
+    n = GPT(GPTConfig.haiku()).num_params()
+    assert 0.8e6 <= n <= 1.2e6, n
+    n = GPT(GPTConfig.sonnet()).num_params()
+    assert 8e6 <= n <= 12e6, n
+
+
+def test_forward_shape_and_tied_head(random_model):
+    logits = random_model(torch.zeros(3, 5, dtype=torch.long))
+    assert logits.shape == (3, 5, TINY["vocab_size"])
+    assert random_model.lm_head.weight is random_model.wte.weight
+
+
+@pytest.mark.parametrize("model_name", ["random_model", "trained_model"])
+def test_greedy_generate_equals_naive(model_name, request):
+    model = request.getfixturevalue(model_name)
+    prompts = random_prompts(7, [1, 4, 9, 2, 13, 6, 3], 60)
+    fast = generate(model, prompts, 20, temperature=0)
+    slow = naive_generate(model, prompts, 20, temperature=0)
+    assert fast == slow
+    assert all(len(r) == 20 for r in fast)
+
+
+def test_sampled_generate_equals_naive(trained_model):
+    """Same per-row random streams: the fast and the naive path draw the same samples."""
+    prompts = random_prompts(6, [2, 5, 11], 60, seed=1)
+    assert generate(trained_model, prompts, 16, seed=7) == naive_generate(trained_model, prompts, 16, seed=7)
+
+
+def test_cached_logits_match_plain_forward(trained_model):
+    """Left-padded prefill plus cached decode steps give the logits of a plain forward on each row."""
+    model = trained_model
+    prompts = random_prompts(4, [3, 10, 1, 6], 60, seed=2)
+    B, P, steps = len(prompts), 10, 5
+    lens = torch.tensor([len(p) for p in prompts])
+    idx = torch.zeros(B, P, dtype=torch.long)
+    for b, p in enumerate(prompts):
+        idx[b, P - len(p):] = torch.tensor(p)
+    valid = torch.arange(P)[None] >= (P - lens)[:, None]
+    pos = (torch.arange(P)[None] - (P - lens)[:, None]).clamp_min(0)
+    cache = KVCache(model.config, B, P + steps, "cpu")
+    seqs = [list(p) for p in prompts]
+    with torch.no_grad():
+        logits = model(idx, pos=pos, cache=cache, valid=valid)[:, -1]
+        for t in range(steps):
+            for b in range(B):
+                ref = model(torch.tensor([seqs[b]]))[0, -1]
+                torch.testing.assert_close(logits[b], ref, atol=1e-4, rtol=0)
+            nxt = torch.tensor([(7 * t + b) % 60 for b in range(B)])
+            for b in range(B):
+                seqs[b].append(int(nxt[b]))
+            logits = model(nxt[:, None], pos=(lens + t)[:, None], cache=cache)[:, -1]
+
+
+def test_rows_are_independent_of_batch_company_and_batch_size(trained_model):
+    a, others = random_prompts(1, [4], 60, seed=3)[0], random_prompts(5, [2, 9, 7], 60, seed=4)
+    alone = generate(trained_model, [a], 12, seed=11)[0]
+    with_company = generate(trained_model, [a] + others, 12, seed=11)
+    assert with_company[0] == alone
+    assert generate(trained_model, [a] + others, 12, seed=11, batch_size=2) == with_company
+
+
+def test_eos_stops_its_row_while_others_go_on(random_model):
+    prompts = random_prompts(2, [5, 8], 60, seed=5)
+    free = generate(random_model, prompts, 10, temperature=0)
+    eos = free[0][2]  # row 0 will produce this token at its third step
+    assert eos not in free[1], "precondition: row 1 never produces the chosen EOS"
+    out = generate(random_model, prompts, 10, temperature=0, eos_id=eos)
+    assert out[0] == free[0][: free[0].index(eos) + 1]  # cut at the first EOS, EOS included
+    assert out[1] == free[1]  # the other row went on to max_new_tokens
+    assert naive_generate(random_model, prompts, 10, temperature=0, eos_id=eos) == out
+
+
+def test_same_seed_same_samples_different_seed_different(trained_model):
+    prompts = random_prompts(8, [3, 6], 60, seed=6)
+    s1 = generate(trained_model, prompts, 15, seed=1)
+    assert generate(trained_model, prompts, 15, seed=1) == s1
+    assert generate(trained_model, prompts, 15, seed=2) != s1
+
+
+def test_different_rows_get_different_samples(random_model):
+    """Identical prompts in one batch must not share a random stream (a real bug in other samplers)."""
+    out = generate(random_model, [[1, 2, 3]] * 8, 6, seed=0)
+    assert len({tuple(r) for r in out}) > 1
+
+
+def test_top_k_and_top_p_never_pick_outside_the_allowed_set():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2000, 50, generator=g) * 3
+    u = torch.rand(2000, generator=g)
+    picked = sample_next(logits, u, top_k=5)
+    top5 = logits.topk(5).indices
+    assert (picked[:, None] == top5).any(dim=1).all()
+
+    probs = logits.softmax(-1)
+    picked = sample_next(logits, u, top_p=0.6)
+    for row in range(len(logits)):
+        p_sorted, order = probs[row].sort(descending=True)
+        n_keep = int((p_sorted.cumsum(0) < 0.6).sum()) + 1  # smallest prefix with mass >= 0.6
+        assert int(picked[row]) in order[:n_keep].tolist()
+
+
+def test_inverse_cdf_sampling_follows_the_distribution():
+    logits = torch.tensor([[0.0, 1.0, 2.0, -1.0]]).expand(40000, 4)
+    picked = sample_next(logits, torch.rand(40000, generator=torch.Generator().manual_seed(0)))
+    freq = torch.bincount(picked, minlength=4).float() / 40000
+    torch.testing.assert_close(freq, logits[0].softmax(-1), atol=0.01, rtol=0)
+
+
+def test_top_k_one_is_greedy(trained_model):
+    prompts = random_prompts(4, [3, 7], 60, seed=8)
+    assert generate(trained_model, prompts, 10, top_k=1, seed=5) == generate(trained_model, prompts, 10, temperature=0)
+
+
+def test_prompt_beyond_context_is_a_clear_error(random_model):
+    with pytest.raises(ValueError, match="context"):
+        generate(random_model, [[1] * 60], 10)
+    with pytest.raises(ValueError, match="context"):
+        naive_generate(random_model, [[1] * 60], 10)
+    with pytest.raises(ValueError, match="empty"):
+        generate(random_model, [[]], 5)

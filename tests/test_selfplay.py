@@ -1,0 +1,92 @@
+"""train_spin.py and train_tspin.py at smoke size, from the shared smoke SFT model."""
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, run_script
+
+from model.data import format_prompt
+from model.tokenizer import Tokenizer
+
+
+def read_lines(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def spin_run(sft_run, small_data, tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("spin")
+    run_script("train_spin.py", "--smoke", "--init", sft_run / "ckpt.pt", "--data_dir", small_data, cwd=cwd)
+    return cwd / "runs" / "spin"
+
+
+@pytest.fixture(scope="module")
+def tspin_run(sft_run, small_data, tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("tspin")
+    run_script("train_tspin.py", "--smoke", "--init", sft_run / "ckpt.pt", "--data_dir", small_data, cwd=cwd)
+    return cwd / "runs" / "tspin"
+
+
+def test_spin_smoke_iterations_log_the_trl_metrics(spin_run):
+    rows = read_lines(spin_run / "metrics.jsonl")
+    train = [r for r in rows if "rewards/margins" in r]
+    assert train and {r["iter"] for r in train} == {0, 1}
+    for key in ["loss", "rewards/real", "rewards/generated", "rewards/accuracies", "logps/real",
+                "logps/generated", "logps/gap"]:
+        assert key in train[0]
+    evals = [r for r in rows if "accuracy" in r]
+    assert [r["iter"] for r in evals] == [-1, 0, 1]  # SFT, then each iteration
+    assert all("identical_share" in r for r in rows if "pairs" in r)
+    assert (spin_run / "curves.png").exists() and (spin_run / "iter1" / "ckpt.pt").exists()
+    assert "SPIN iter 1" in "\n".join(json.loads((spin_run / "summary.json").read_text())["table"])
+
+
+def test_spin_opponent_is_frozen_while_the_policy_trains(spin_run):
+    rows = [r for r in read_lines(spin_run / "metrics.jsonl") if "opponent_unchanged" in r]
+    assert len(rows) == 2 and all(r["opponent_unchanged"] and r["policy_changed"] for r in rows)
+    assert all(r["models_in_memory"] == 2 for r in read_lines(spin_run / "metrics.jsonl") if "models_in_memory" in r)
+
+
+def test_synthetic_answers_use_the_chat_template(spin_run, small_data):
+    tok = Tokenizer.load(small_data / "tokenizer")
+    lines = read_lines(spin_run / "iter0" / "synthetic.jsonl")
+    assert len(lines) == 128
+    for line in lines:
+        assert line["input"] == tok.decode(format_prompt(tok, line["prompt"]))
+        assert line["input"].startswith("<|user|>") and line["input"].endswith("<|assistant|>")
+        assert tok.decode(line["generated_ids"]).startswith(line["generated"])
+
+
+def test_tspin_smoke_keeps_one_model_and_reuses_proto(tspin_run):
+    rows = read_lines(tspin_run / "metrics.jsonl")
+    train = [r for r in rows if "adv/current" in r]
+    assert train and {r["iter"] for r in train} == {0, 1}
+    for key in ["adv/historical", "adv/current_positive", "adv/historical_positive", "logps/real",
+                "logps/generated", "logps/proto", "logps/gap"]:
+        assert key in train[0]
+    # b = 0 at iteration 0: the loss is the pairwise term alone
+    assert [r["models_in_memory"] for r in rows if "models_in_memory" in r] == [1, 1]
+    proto = read_lines(tspin_run / "proto.jsonl")
+    assert len(proto) == 128
+    gen0 = read_lines(tspin_run / "iter0" / "synthetic.jsonl")
+    gen1 = read_lines(tspin_run / "iter1" / "synthetic.jsonl")
+    assert [g["generated_ids"] for g in gen1] != [g["generated_ids"] for g in gen0]  # regenerated
+    assert all(r["policy_changed"] for r in rows if "policy_changed" in r)
+
+
+def test_tspin_resume_continues_after_the_last_iteration(tspin_run):
+    cwd = tspin_run.parents[1]
+    run_script("train_tspin.py", "--resume", "--iters", 3, cwd=cwd, check=False)
+    # --resume takes the run's own settings (iters=2): nothing left to do, the table is printed again
+    rows = read_lines(tspin_run / "metrics.jsonl")
+    assert [r["iter"] for r in rows if "accuracy" in r] == [-1, 0, 1]
+
+
+def test_make_spin_and_tspin_run_sft_first_when_missing():
+    for target in ["spin", "tspin"]:
+        out = subprocess.run(["make", "-n", target, "SFT_NAME=no_such_run_here"], cwd=ROOT,
+                             capture_output=True, text=True).stdout
+        assert "train_sft.py" in out and f"train_{target}.py" in out
+        assert out.index("train_sft.py") < out.index(f"train_{target}.py")

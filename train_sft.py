@@ -1,0 +1,242 @@
+"""
+Supervised fine-tuning of the haiku GPT on (prompt, response) pairs; the loss covers the response
+tokens and the EOS only. This model is the initial policy of SPIN and T-SPIN.
+
+    python train_sft.py                         # the default run: about 3 minutes on 2 CPU cores
+    python train_sft.py --subset 25 --name sft25
+    python train_sft.py --inject_nan_step 50    # watch the NaN guard catch a poisoned step
+    python train_sft.py --name sft --resume     # continue a killed run from runs/sft/ckpt.pt
+    torchrun --nproc_per_node 2 train_sft.py    # data-parallel (gloo on CPU, NCCL on CUDA)
+
+Writes runs/<name>/: metrics.jsonl, curves.png, samples.jsonl, summary.json, ckpt.pt.
+"""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from model import dist as D
+from model.data import DataError, batches, collate, encode_records, read_jsonl
+from model.evaluate import evaluate, show_samples, summary_line
+from model.gpt import GPT, GPTConfig
+from model.losses import sft_loss
+from model.plots import plot_run
+from model.tokenizer import Tokenizer
+from model.train_utils import (
+    NanGuard,
+    RunLog,
+    autocast,
+    die,
+    load_checkpoint,
+    lr_warmup_cosine,
+    model_from_checkpoint,
+    nonfinite_culprit,
+    parse_config,
+    pick_device,
+    print_config,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    write_json,
+)
+
+# -----------------------------------------------------------------------------------------------------
+# defaults; every one can be overridden: python train_sft.py --lr 1e-3 --max_steps 500
+defaults = dict(
+    name="sft",                  # writes runs/<name>/
+    data_dir="data/generated",   # made by `make data`
+    data="",                     # any JSONL with prompt/response or messages (overrides data_dir/subset)
+    subset=100,                  # 25, 50 or 100: percent of the train split
+    eval_data="",                # default: <data_dir>/eval.jsonl
+    tokenizer="",                # default: <data_dir>/tokenizer
+    preset="haiku",              # haiku (~1M parameters) or sonnet (~10M)
+    init="",                     # continue from this checkpoint instead of a fresh model
+    dropout=0.0,
+    batch_size=64,               # examples per optimizer step (all ranks together)
+    max_steps=1500,
+    lr=3e-3,
+    min_lr=3e-4,
+    warmup_steps=50,
+    weight_decay=0.1,
+    grad_clip=1.0,
+    log_interval=10,
+    eval_interval=500,
+    eval_subset=400,             # intermediate evals use this many prompts; the final one uses all
+    max_new_tokens=96,
+    nan_policy="skip",           # skip: drop the step and go on; halt: stop at the first
+    max_consecutive_nans=10,
+    inject_nan_step=-1,          # poison the loss at this step (teaching, tests)
+    resume=False,
+    stop_at=-1,                  # stop after this step as if killed (to try --resume)
+    seed=1337,
+    device="auto",
+    smoke=False,                 # tiny data and steps, for the tests (< 30 s)
+)
+cfg = parse_config(defaults, description=__doc__.split("\n\n")[0])
+run_dir = Path("runs") / cfg.name
+ckpt_path = run_dir / "ckpt.pt"
+resume_ckpt = None
+if cfg.resume:
+    if not ckpt_path.exists():
+        die(f"--resume: no checkpoint at {ckpt_path}")
+    resume_ckpt = load_checkpoint(ckpt_path)
+    saved = resume_ckpt["config"]
+    cfg.__dict__.update({**saved, "resume": True, "stop_at": cfg.stop_at})  # the run's own settings win
+if cfg.smoke:
+    cfg.__dict__.update(max_steps=min(cfg.max_steps, 30), batch_size=16, eval_interval=10**9, log_interval=5,
+                        warmup_steps=5, eval_subset=48, max_new_tokens=32)
+
+# -----------------------------------------------------------------------------------------------------
+# set-up: device, processes, data, tokenizer, model, optimizer
+dist, device = D.setup(pick_device(cfg.device))
+if dist.main:
+    print_config(cfg, "train_sft")
+torch.manual_seed(cfg.seed + dist.rank)
+data_dir = Path(cfg.data_dir)
+tok_path = cfg.tokenizer or data_dir / "tokenizer"
+train_path = cfg.data or data_dir / ("train.jsonl" if cfg.subset == 100 else f"train_{cfg.subset}.jsonl")
+eval_path = cfg.eval_data or data_dir / "eval.jsonl"
+try:
+    tok = Tokenizer.load(tok_path)
+    train_records, eval_records = read_jsonl(train_path), read_jsonl(eval_path)
+except (DataError, FileNotFoundError, ValueError) as e:
+    die(str(e))
+if cfg.smoke:
+    train_records, eval_records = train_records[:256], eval_records[::max(1, len(eval_records) // 48)]
+
+if cfg.init:
+    model = model_from_checkpoint(load_checkpoint(cfg.init), tok, cfg.init)
+else:
+    model = GPT(GPTConfig.preset(cfg.preset, vocab_size=tok.vocab_size, dropout=cfg.dropout))
+if resume_ckpt is not None:
+    model = model_from_checkpoint(resume_ckpt, tok, ckpt_path)
+model.to(device)
+raw_model = model
+if dist.enabled:
+    model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+block_size = raw_model.config.block_size
+prompts, responses = encode_records(tok, train_records, block_size)
+lengths = [len(p) + len(r) for p, r in zip(prompts, responses)]
+
+# AdamW; no weight decay on biases, LayerNorm gains and position embeddings (the 1-D / tiny tensors)
+decay = [p for n, p in raw_model.named_parameters() if p.dim() >= 2 and not n.startswith("wpe")]
+no_decay = [p for n, p in raw_model.named_parameters() if p.dim() < 2 or n.startswith("wpe")]
+optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                               {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+guard = NanGuard(cfg.nan_policy, cfg.max_consecutive_nans)
+start_step = 0
+if resume_ckpt is not None:
+    optimizer.load_state_dict(resume_ckpt["optimizer"])
+    set_rng_state(resume_ckpt["rng"])
+    start_step, guard.count = resume_ckpt["step"], resume_ckpt["nan_count"]
+log = RunLog(run_dir, resume_step=start_step if resume_ckpt else None, enabled=dist.main)
+steps_per_epoch = len(batches(len(prompts), cfg.batch_size, cfg.seed, 0, lengths))
+if dist.main:
+    print(f"model: {raw_model.num_params():,} parameters | train {len(prompts):,} examples ({train_path}), "
+          f"{steps_per_epoch} steps/epoch | eval {len(eval_records)} prompts | device {device}, "
+          f"{dist.world} process(es)", flush=True)
+
+
+def checkpoint(step):
+    """Everything needed to continue exactly: weights, optimizer, settings, tokenizer, step, RNG."""
+    if dist.main:
+        save_checkpoint(ckpt_path, {
+            "kind": "sft", "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
+            "model_config": raw_model.config.to_dict(), "config": vars(cfg),
+            "tokenizer": {"path": str(tok_path), "sha256": tok.sha256},
+            "step": step, "nan_count": guard.count, "rng": rng_state()})
+
+
+def run_eval(step, final=False):
+    records = eval_records if final else eval_records[::max(1, len(eval_records) // cfg.eval_subset)]
+    metrics, samples = evaluate(raw_model, tok, records, device, cfg.max_new_tokens, dist=dist)
+    if dist.main:
+        log.log(step=step, **metrics, final=final)
+        print(f"\nstep {step} eval ({len(records)} prompts): {summary_line(metrics)}", flush=True)
+        shown = show_samples(samples, n=5)
+        with open(run_dir / "samples.jsonl", "a") as f:
+            for s in shown:
+                f.write(json.dumps({"step": step, **s}) + "\n")
+        plot_run(run_dir, title=f"SFT: {cfg.name}")
+    return metrics
+
+
+# -----------------------------------------------------------------------------------------------------
+# the training loop
+t_start = time.time()
+tokens_seen = tokens_at_log = 0
+loss_sum = torch.zeros((), device=device)
+order, order_epoch = None, -1
+pbar = tqdm(range(start_step, cfg.max_steps), initial=start_step, total=cfg.max_steps, disable=not dist.main,
+            mininterval=1.0, file=sys.stdout, dynamic_ncols=True)
+t_log = time.time()
+for step in pbar:
+    epoch, i = divmod(step, steps_per_epoch)
+    if epoch != order_epoch:
+        order, order_epoch = batches(len(prompts), cfg.batch_size, cfg.seed, epoch, lengths), epoch
+    lr = lr_warmup_cosine(step, cfg.max_steps, cfg.warmup_steps, cfg.lr, cfg.min_lr)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+    global_batch = order[i]
+    mine = global_batch[dist.rank::dist.world]
+    x, y, m = (t.to(device) for t in collate([prompts[j] for j in mine], [responses[j] for j in mine], tok.pad_id))
+    # normalise by the response tokens of the whole global batch (known on every rank without talking), so
+    # that N ranks x batch b take exactly the step of 1 rank x batch N*b (DDP averages gradients over ranks)
+    n_global = sum(len(responses[j]) for j in global_batch)
+    with autocast(device):
+        logits = model(x)
+    loss = sft_loss(logits, y, m) * (m.sum() / n_global * dist.world)
+    if step == cfg.inject_nan_step:
+        loss = loss * float("nan")
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
+
+    event = guard.check(nonfinite_culprit(loss, grad_norm, raw_model, logits), step)
+    if event is None:
+        optimizer.step()
+    else:
+        loss = torch.zeros_like(loss)  # the mean loss of the log line counts a skipped step as 0
+        if dist.main:
+            log.log(**event)
+            tqdm.write(f"step {step}: non-finite {event['nan_event']}, step skipped ({guard.count} so far)")
+    optimizer.zero_grad(set_to_none=True)
+    tokens_seen += sum(lengths[j] for j in global_batch)  # every token of the batch went through the model
+    loss_sum += loss.detach()  # stays on the device: no sync until the log line
+
+    if (step + 1) % cfg.log_interval == 0:
+        loss_val = float(D.all_reduce_sum(dist, loss_sum)) / dist.world / cfg.log_interval
+        tok_per_s = (tokens_seen - tokens_at_log) / (time.time() - t_log)
+        t_log, tokens_at_log, loss_sum = time.time(), tokens_seen, torch.zeros((), device=device)
+        if dist.main:
+            log.log(step=step + 1, loss=loss_val, lr=lr, grad_norm=float(grad_norm), tok_per_s=tok_per_s)
+            pbar.set_postfix(loss=f"{loss_val:.3f}", lr=f"{lr:.1e}", tok_s=f"{tok_per_s:.0f}", nans=guard.count)
+    if (step + 1) % cfg.eval_interval == 0 and step + 1 < cfg.max_steps:
+        run_eval(step + 1)
+        checkpoint(step + 1)
+    if step + 1 == cfg.stop_at:
+        checkpoint(step + 1)
+        if dist.main:
+            print(f"\nstopped at step {step + 1} (--stop_at); continue with: python train_sft.py --name {cfg.name} --resume")
+        D.cleanup(dist)
+        sys.exit(0)
+pbar.close()
+
+# -----------------------------------------------------------------------------------------------------
+# final evaluation, checkpoint and summary
+checkpoint(cfg.max_steps)
+final = run_eval(cfg.max_steps, final=True)
+if dist.main:
+    wall = time.time() - t_start
+    write_json(run_dir / "summary.json", {
+        "kind": "sft", "name": cfg.name, "steps": cfg.max_steps, "wall_time_s": round(wall, 1),
+        "tokens_seen": tokens_seen, "params": raw_model.num_params(), "nan_count": guard.count,
+        "train_examples": len(prompts), "final": final})
+    print(f"done in {wall:.0f}s: {summary_line(final)} | nan events {guard.count}")
+    print(f"curves: {run_dir / 'curves.png'}   checkpoint: {ckpt_path}")
+D.cleanup(dist)

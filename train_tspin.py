@@ -1,0 +1,207 @@
+"""
+T-SPIN: Triplet-based SPIN (Wang, Sun, Chen, Xu, Luo, Zhang, Zhang; NeurIPS 2025; arXiv 2601.08198).
+The authors released no code; this is a from-the-paper implementation.
+
+Once, the initial policy theta_0 answers every training prompt: the proto-synthetic answers y0, reused
+in every iteration. Each iteration t, the current model theta_t answers every prompt afresh, y', and we
+train on triplets (x, y, y', y0):
+
+    loss = -logsigmoid(a * (lp(y) - lp(y')))  -  b * logsigmoid(a * (lp(y') - lp(y0)))
+
+All three log-probs come from the model being trained. There is NO reference model: the entropy
+constraint on the opponent makes the reward a * log p itself, so only one model is ever in memory.
+b = 0 at iteration 0, where y' and y0 come from the same policy. Compare with train_spin.py: the two
+differ in the loss and in y0, and nothing else.
+
+    python train_tspin.py                       # 3 iterations from runs/sft/ckpt.pt
+    python train_tspin.py --b 0 --name tspin_nohist   # the paper's ablation: no historical advantage
+    python train_tspin.py --resume              # continue after the last finished iteration
+"""
+
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from model import dist as D
+from model.data import DataError, batches, encode_records
+from model.evaluate import evaluate, show_samples, summary_line
+from model.losses import tspin_loss
+from model.plots import plot_run
+from model.selfplay import (
+    SELFPLAY_DEFAULTS,
+    SMOKE,
+    count_models,
+    identical_share,
+    load_answers,
+    load_policy,
+    load_prompts,
+    make_optimizer,
+    param_checksum,
+    per_iteration,
+    results_table,
+    save_answers,
+    save_iteration,
+    stacked_logprobs,
+    synthesize,
+)
+from model.train_utils import (
+    NanGuard,
+    RunLog,
+    die,
+    load_checkpoint,
+    lr_warmup_linear,
+    nonfinite_culprit,
+    parse_config,
+    pick_device,
+    print_config,
+    set_rng_state,
+    write_json,
+)
+
+# -----------------------------------------------------------------------------------------------------
+defaults = dict(
+    name="tspin",
+    a=1.0,                      # scale of both advantages
+    b="0.0,0.1",                # weight of the historical advantage per iteration: 0 at iteration 0, then 0.1
+    **SELFPLAY_DEFAULTS,
+)
+cfg = parse_config(defaults, description="T-SPIN self-play fine-tuning")
+run_dir = Path("runs") / cfg.name
+resume = load_checkpoint(run_dir / "ckpt.pt") if cfg.resume and (run_dir / "ckpt.pt").exists() else None
+if cfg.resume and resume is None:
+    die(f"--resume: no checkpoint at {run_dir / 'ckpt.pt'}")
+if resume is not None:
+    cfg.__dict__.update({**resume["config"], "resume": True, "init": str(run_dir / "ckpt.pt")})
+if cfg.smoke:
+    cfg.__dict__.update(SMOKE)
+
+dist, device = D.setup(pick_device(cfg.device))
+if dist.main:
+    print_config(cfg, "train_tspin")
+torch.manual_seed(cfg.seed)
+try:
+    model, tok, tok_path = load_policy(cfg, device)
+    records, eval_records, train_path = load_prompts(cfg)
+except (DataError, FileNotFoundError, ValueError, RuntimeError) as e:
+    die(f"{e}\n(train_tspin.py starts from an SFT checkpoint: run `make sft` first, or pass --init)")
+prompts, real = encode_records(tok, records, model.config.block_size)
+ddp_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if dist.enabled else model
+start_iter, step = (resume["iter"], resume["step"]) if resume else (0, 0)
+guard = NanGuard(cfg.nan_policy, cfg.max_consecutive_nans)
+if resume:
+    guard.count = resume["nan_count"]
+    set_rng_state(resume["rng"])
+log = RunLog(run_dir, resume_step=step if resume else None, enabled=dist.main)
+if dist.main:
+    print(f"T-SPIN from {cfg.init}: {len(records):,} prompts ({train_path}), {len(eval_records)} eval prompts, "
+          f"iterations {start_iter}..{cfg.iters - 1}, device {device}, {dist.world} process(es)", flush=True)
+
+
+def run_eval(it):
+    metrics, samples = evaluate(model, tok, eval_records, device, cfg.max_new_tokens, dist=dist)
+    if dist.main:
+        log.log(step=step, iter=it, **metrics)
+        print(f"{'theta_0 (SFT)' if it < 0 else f'iteration {it}'} eval: {summary_line(metrics)}", flush=True)
+        show_samples(samples, n=4)
+        plot_run(run_dir, title=f"T-SPIN: {cfg.name}")
+
+
+if start_iter == 0:
+    run_eval(-1)  # the initial policy, the first row of the table
+
+# the proto-synthetic answers y0: generated once by theta_0, reused in every iteration
+proto_path = run_dir / "proto.jsonl"
+if resume:
+    proto = load_answers(proto_path)
+else:
+    proto = synthesize(model, tok, records, cfg, seed=cfg.seed, dist=dist)
+    if dist.main:
+        save_answers(proto_path, records, real, proto, tok)
+t_start = time.time()
+for it in range(start_iter, cfg.iters):
+    b = per_iteration(cfg.b, it, "b")
+    log.log(step=step, iter=it, event="iteration_start")
+
+    # 1. no opponent copy: theta_t is the current model itself, before this iteration's training
+    start_sum = param_checksum(model)
+
+    # 2. theta_t answers every training prompt afresh: the synthetic answers y' (not accumulated)
+    t0 = time.time()
+    generated = synthesize(model, tok, records, cfg, seed=cfg.seed + 1000 * (it + 1), dist=dist)
+    gen_s = time.time() - t0
+    if dist.main:
+        save_answers(run_dir / f"iter{it}" / "synthetic.jsonl", records, real, generated, tok)
+    P, Y, G, Y0 = list(prompts), list(real), list(generated), list(proto)
+    share_identical = identical_share(Y, G)
+    if cfg.drop_identical:  # y' == y gives zero gradient in the current term: drop to save compute
+        keep = [j for j in range(len(P)) if Y[j] != G[j]]
+        P, Y, G, Y0 = [P[j] for j in keep], [Y[j] for j in keep], [G[j] for j in keep], [Y0[j] for j in keep]
+
+    # 3. no reference log-probs: all three terms come from the model being trained
+    average = cfg.logp == "mean"
+    if dist.main:
+        log.log(step=step, iter=it, identical_share=share_identical, pairs=len(P), gen_seconds=gen_s,
+                gen_mean_tokens=sum(map(len, generated)) / len(generated))
+        print(f"\niteration {it}: b {b}, {len(P):,} triplets, {share_identical:.1%} identical to the real "
+              f"answer, generated in {gen_s:.1f}s", flush=True)
+
+    # 4. train from theta_t on triplets: y beats y', and y' beats y0
+    optimizer = make_optimizer(model, cfg)
+    steps_per_epoch = len(batches(len(P), cfg.batch_size, cfg.seed, 0))
+    total = cfg.epochs * steps_per_epoch
+    warmup = max(1, int(cfg.warmup_ratio * total))
+    pbar = tqdm(range(total), desc=f"iter {it}", disable=not dist.main, mininterval=1.0, file=sys.stdout,
+                dynamic_ncols=True)
+    for k in pbar:
+        epoch, i = divmod(k, steps_per_epoch)
+        if i == 0:
+            order = batches(len(P), cfg.batch_size, cfg.seed + it, epoch)
+        lr = lr_warmup_linear(k, total, warmup, cfg.lr)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        global_batch = order[i]
+        idx = global_batch[dist.rank::dist.world]
+        (lp_real, lp_gen, lp_proto), logits = stacked_logprobs(
+            ddp_model, [P[j] for j in idx], [[Y[j] for j in idx], [G[j] for j in idx], [Y0[j] for j in idx]],
+            tok.pad_id, device, average)
+        loss, metrics = tspin_loss(lp_real, lp_gen, lp_proto, cfg.a, b)
+        loss = loss * (len(idx) / len(global_batch) * dist.world)  # exact mean over the global batch
+        if step == cfg.inject_nan_step:
+            loss = loss * float("nan")
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        event = guard.check(nonfinite_culprit(loss, grad_norm, model, logits), step)
+        if event is None:
+            optimizer.step()
+        elif dist.main:
+            log.log(iter=it, **event)
+            tqdm.write(f"step {step}: non-finite {event['nan_event']}, step skipped ({guard.count} so far)")
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        if k == 0 and dist.main:
+            log.log(step=step, iter=it, models_in_memory=count_models())
+        if (k + 1) % cfg.log_interval == 0 and event is None and dist.main:
+            log.log(step=step, iter=it, lr=lr, grad_norm=float(grad_norm), **metrics)
+            pbar.set_postfix(loss=f"{float(metrics['loss']):.3f}", adv=f"{float(metrics['adv/current']):.3f}",
+                             gap=f"{float(metrics['logps/gap']):.2f}", nans=guard.count)
+    pbar.close()
+
+    # 5. evaluate, checkpoint; the trained model is theta_{t+1}
+    if dist.main:
+        log.log(step=step, iter=it, policy_changed=param_checksum(model) != start_sum)
+    run_eval(it)
+    if dist.main:
+        save_iteration(run_dir, it, model, cfg, tok_path, tok, step, guard.count, "tspin")
+
+if dist.main:
+    table = results_table(run_dir, "T-SPIN")
+    write_json(run_dir / "summary.json", {"kind": "tspin", "name": cfg.name, "iters": cfg.iters, "steps": step,
+                                          "wall_time_s": round(time.time() - t_start, 1), "nan_count": guard.count,
+                                          "table": table.splitlines()})
+    print("\n" + table)
+    print(f"\ncurves: {run_dir / 'curves.png'}")
+D.cleanup(dist)
