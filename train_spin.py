@@ -116,6 +116,7 @@ previous = None
 if cfg.mix_previous and start_iter > 0:
     previous = load_answers(run_dir / f"iter{start_iter - 1}" / "synthetic.jsonl")
 t_start = time.time()
+tokens_seen = 0  # prompt + answer tokens through the model, all ranks together (for equal-compute baselines)
 for it in range(start_iter, cfg.iters):
     lam = per_iteration(cfg.lam, it, "lam")
     log.log(step=step, iter=it, event="iteration_start")
@@ -150,7 +151,10 @@ for it in range(start_iter, cfg.iters):
 
     # 4. train from theta_t so that y beats y'
     optimizer = make_optimizer(model, cfg)
-    steps_per_epoch = len(batches(len(P), cfg.batch_size, cfg.seed, 0))
+    answers = [(Y[j], G[j]) for j in range(len(P))]  # stacked in one forward per example
+    lengths = [len(P[j]) + max(map(len, a)) for j, a in enumerate(answers)]  # batch similar lengths together
+    tokens = [len(a) * len(P[j]) + sum(map(len, a)) for j, a in enumerate(answers)]
+    steps_per_epoch = len(batches(len(P), cfg.batch_size, cfg.seed, 0, lengths))
     total = cfg.epochs * steps_per_epoch
     warmup = max(1, int(cfg.warmup_ratio * total))
     pbar = tqdm(range(total), desc=f"iter {it}", disable=not dist.main, mininterval=1.0, file=sys.stdout,
@@ -158,7 +162,7 @@ for it in range(start_iter, cfg.iters):
     for k in pbar:
         epoch, i = divmod(k, steps_per_epoch)
         if i == 0:
-            order = batches(len(P), cfg.batch_size, cfg.seed + it, epoch)
+            order = batches(len(P), cfg.batch_size, cfg.seed + it, epoch, lengths)
         lr = lr_warmup_linear(k, total, warmup, cfg.lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -179,6 +183,7 @@ for it in range(start_iter, cfg.iters):
             log.log(iter=it, **event)
             tqdm.write(f"step {step}: non-finite {event['nan_event']}, step skipped ({guard.count} so far)")
         optimizer.zero_grad(set_to_none=True)
+        tokens_seen += sum(tokens[j] for j in global_batch)
         step += 1
         if k == 0 and dist.main:
             log.log(step=step, iter=it, models_in_memory=count_models())
@@ -202,6 +207,7 @@ if dist.main:
     table = results_table(run_dir, "SPIN")
     write_json(run_dir / "summary.json", {"kind": "spin", "name": cfg.name, "iters": cfg.iters, "steps": step,
                                           "wall_time_s": round(time.time() - t_start, 1), "nan_count": guard.count,
+                                          "tokens_seen": tokens_seen,
                                           "table": table.splitlines()})
     print("\n" + table)
     print(f"\ncurves: {run_dir / 'curves.png'}")

@@ -122,6 +122,7 @@ else:
     if dist.main:
         save_answers(proto_path, records, real, proto, tok)
 t_start = time.time()
+tokens_seen = 0  # prompt + answer tokens through the model, all ranks together (for equal-compute baselines)
 for it in range(start_iter, cfg.iters):
     b = per_iteration(cfg.b, it, "b")
     log.log(step=step, iter=it, event="iteration_start")
@@ -151,7 +152,10 @@ for it in range(start_iter, cfg.iters):
 
     # 4. train from theta_t on triplets: y beats y', and y' beats y0
     optimizer = make_optimizer(model, cfg)
-    steps_per_epoch = len(batches(len(P), cfg.batch_size, cfg.seed, 0))
+    answers = [(Y[j], G[j], Y0[j]) for j in range(len(P))]  # stacked in one forward per example
+    lengths = [len(P[j]) + max(map(len, a)) for j, a in enumerate(answers)]  # batch similar lengths together
+    tokens = [len(a) * len(P[j]) + sum(map(len, a)) for j, a in enumerate(answers)]
+    steps_per_epoch = len(batches(len(P), cfg.batch_size, cfg.seed, 0, lengths))
     total = cfg.epochs * steps_per_epoch
     warmup = max(1, int(cfg.warmup_ratio * total))
     pbar = tqdm(range(total), desc=f"iter {it}", disable=not dist.main, mininterval=1.0, file=sys.stdout,
@@ -159,7 +163,7 @@ for it in range(start_iter, cfg.iters):
     for k in pbar:
         epoch, i = divmod(k, steps_per_epoch)
         if i == 0:
-            order = batches(len(P), cfg.batch_size, cfg.seed + it, epoch)
+            order = batches(len(P), cfg.batch_size, cfg.seed + it, epoch, lengths)
         lr = lr_warmup_linear(k, total, warmup, cfg.lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -181,6 +185,7 @@ for it in range(start_iter, cfg.iters):
             log.log(iter=it, **event)
             tqdm.write(f"step {step}: non-finite {event['nan_event']}, step skipped ({guard.count} so far)")
         optimizer.zero_grad(set_to_none=True)
+        tokens_seen += sum(tokens[j] for j in global_batch)
         step += 1
         if k == 0 and dist.main:
             log.log(step=step, iter=it, models_in_memory=count_models())
@@ -201,6 +206,7 @@ if dist.main:
     table = results_table(run_dir, "T-SPIN")
     write_json(run_dir / "summary.json", {"kind": "tspin", "name": cfg.name, "iters": cfg.iters, "steps": step,
                                           "wall_time_s": round(time.time() - t_start, 1), "nan_count": guard.count,
+                                          "tokens_seen": tokens_seen,
                                           "table": table.splitlines()})
     print("\n" + table)
     print(f"\ncurves: {run_dir / 'curves.png'}")

@@ -78,6 +78,12 @@ class KVCache:
         mask = torch.zeros(allowed.shape, device=allowed.device).masked_fill_(~allowed, float("-inf"))
         self.attn_mask = mask[:, None]
 
+    def keep(self, rows):
+        """Keep only these batch rows (a bool mask or indices): finished rows stop costing compute."""
+        self.valid = self.valid[rows]
+        if self.k is not None:
+            self.k, self.v = self.k[:, rows], self.v[:, rows]
+
     def update(self, layer, k, v):
         if self.k is None:
             self.k = torch.zeros(self.shape, device=k.device, dtype=k.dtype)

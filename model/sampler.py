@@ -106,21 +106,27 @@ def _generate_batch(model, prompts, rows, max_new_tokens, temperature, top_k, to
     cache = KVCache(model.config, B, P + max_new_tokens, device)
     logits = model(idx, pos=pos, cache=cache, valid=valid)[:, -1]  # one prefill for the whole batch
     u = row_uniforms(seed, rows, max_new_tokens, device)
-    tokens = torch.empty(B, max_new_tokens, dtype=torch.long, device=device)
-    done = torch.zeros(B, dtype=torch.bool, device=device)
+    tokens = torch.full((B, max_new_tokens), -1, dtype=torch.long, device=device)
+    alive = torch.arange(B, device=device)  # batch rows still generating
+    done = torch.zeros(B, dtype=torch.bool, device=device)  # over the alive rows
     next_pos = lens.clone()
     for t in range(max_new_tokens):
         nxt = sample_next(logits, u[:, t], temperature, top_k, top_p)
-        tokens[:, t] = nxt
+        tokens[alive, t] = nxt
         if eos_id is not None:
             done |= nxt == eos_id
-            if bool(done.all()):
-                tokens = tokens[:, : t + 1]
+            n_done = int(done.sum())
+            if n_done == len(alive):
                 break
+            if n_done >= max(1, len(alive) // 4):
+                # drop finished rows (and their cache): the remaining steps cost only what is left to write
+                keep = ~done
+                alive, nxt, next_pos, u, done = alive[keep], nxt[keep], next_pos[keep], u[keep], done[keep]
+                cache.keep(keep)
         if t + 1 < max_new_tokens:
             logits = model(nxt[:, None], pos=next_pos[:, None], cache=cache)[:, -1]
             next_pos += 1
-    return [_cut_at_eos(row, eos_id) for row in tokens.tolist()]
+    return [_cut_at_eos([x for x in row if x >= 0], eos_id) for row in tokens.tolist()]
 
 
 @torch.inference_mode()
