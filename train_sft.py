@@ -75,6 +75,7 @@ defaults = dict(
     stop_at=-1,                  # stop after this step as if killed (to try --resume)
     seed=1337,
     device="auto",
+    compile=False,               # torch.compile the training forward (worth it on a GPU; slow to start)
     smoke=False,                 # tiny data and steps, for the tests (< 30 s)
 )
 cfg = parse_config(defaults, description=__doc__.split("\n\n")[0])
@@ -119,6 +120,8 @@ model.to(device)
 raw_model = model
 if dist.enabled:
     model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+if cfg.compile:
+    model = torch.compile(model)  # training only: evaluation samples with the plain raw_model
 block_size = raw_model.config.block_size
 prompts, responses = encode_records(tok, train_records, block_size)
 lengths = [len(p) + len(r) for p, r in zip(prompts, responses)]

@@ -20,46 +20,31 @@ differ in the loss and in y0, and nothing else.
 
 import sys
 import time
-from pathlib import Path
 
 import torch
-from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from model import dist as D
-from model.data import DataError, batches, encode_records
-from model.evaluate import evaluate, show_samples, summary_line
+from model.data import batches
 from model.losses import tspin_loss
-from model.plots import plot_run
 from model.selfplay import (
     SELFPLAY_DEFAULTS,
-    SMOKE,
     count_models,
+    evaluate_iteration,
+    finish,
     identical_share,
     load_answers,
-    load_policy,
-    load_prompts,
     make_optimizer,
     param_checksum,
     per_iteration,
-    results_table,
     save_answers,
     save_iteration,
     stacked_logprobs,
+    start,
     synthesize,
 )
 from model.train_utils import (
-    NanGuard,
-    RunLog,
-    die,
-    load_checkpoint,
     lr_warmup_linear,
     nonfinite_culprit,
-    parse_config,
-    pick_device,
-    print_config,
-    set_rng_state,
-    write_json,
 )
 
 # -----------------------------------------------------------------------------------------------------
@@ -69,61 +54,23 @@ defaults = dict(
     b="0.0,0.1",                # weight of the historical advantage per iteration: 0 at iteration 0, then 0.1
     **SELFPLAY_DEFAULTS,
 )
-cfg = parse_config(defaults, description="T-SPIN self-play fine-tuning")
-run_dir = Path("runs") / cfg.name
-resume = load_checkpoint(run_dir / "ckpt.pt") if cfg.resume and (run_dir / "ckpt.pt").exists() else None
-if cfg.resume and resume is None:
-    die(f"--resume: no checkpoint at {run_dir / 'ckpt.pt'}")
-if resume is not None:
-    cfg.__dict__.update({**resume["config"], "resume": True, "init": str(run_dir / "ckpt.pt")})
-if cfg.smoke:
-    cfg.__dict__.update(SMOKE)
+run = start(defaults, "T-SPIN")  # command line, --resume, processes, theta_0, prompts, log (model/selfplay.py)
+cfg, model, tok, dist, device, log, guard = run.cfg, run.model, run.tok, run.dist, run.device, run.log, run.guard
+records, prompts, real, run_dir, step = run.records, run.prompts, run.real, run.run_dir, run.step
 
-dist, device = D.setup(pick_device(cfg.device))
-if dist.main:
-    print_config(cfg, "train_tspin")
-torch.manual_seed(cfg.seed)
-try:
-    model, tok, tok_path = load_policy(cfg, device)
-    records, eval_records, train_path = load_prompts(cfg)
-except (DataError, FileNotFoundError, ValueError, RuntimeError) as e:
-    die(f"{e}\n(train_tspin.py starts from an SFT checkpoint: run `make sft` first, or pass --init)")
-prompts, real = encode_records(tok, records, model.config.block_size)
-ddp_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if dist.enabled else model
-start_iter, step = (resume["iter"], resume["step"]) if resume else (0, 0)
-guard = NanGuard(cfg.nan_policy, cfg.max_consecutive_nans)
-if resume:
-    guard.count = resume["nan_count"]
-    set_rng_state(resume["rng"])
-log = RunLog(run_dir, resume_step=step if resume else None, enabled=dist.main)
-if dist.main:
-    print(f"T-SPIN from {cfg.init}: {len(records):,} prompts ({train_path}), {len(eval_records)} eval prompts, "
-          f"iterations {start_iter}..{cfg.iters - 1}, device {device}, {dist.world} process(es)", flush=True)
-
-
-def run_eval(it):
-    metrics, samples = evaluate(model, tok, eval_records, device, cfg.max_new_tokens, dist=dist)
-    if dist.main:
-        log.log(step=step, iter=it, **metrics)
-        print(f"{'theta_0 (SFT)' if it < 0 else f'iteration {it}'} eval: {summary_line(metrics)}", flush=True)
-        show_samples(samples, n=4)
-        plot_run(run_dir, title=f"T-SPIN: {cfg.name}")
-
-
-if start_iter == 0:
-    run_eval(-1)  # the initial policy, the first row of the table
+if run.start_iter == 0:
+    evaluate_iteration(run, -1, step)  # the initial policy, the first row of the table
 
 # the proto-synthetic answers y0: generated once by theta_0, reused in every iteration
 proto_path = run_dir / "proto.jsonl"
-if resume:
+if run.resumed:
     proto = load_answers(proto_path)
 else:
     proto = synthesize(model, tok, records, cfg, seed=cfg.seed, dist=dist)
     if dist.main:
         save_answers(proto_path, records, real, proto, tok)
-t_start = time.time()
 tokens_seen = 0  # prompt + answer tokens through the model, all ranks together (for equal-compute baselines)
-for it in range(start_iter, cfg.iters):
+for it in range(run.start_iter, cfg.iters):
     b = per_iteration(cfg.b, it, "b")
     log.log(step=step, iter=it, event="iteration_start")
 
@@ -170,7 +117,7 @@ for it in range(start_iter, cfg.iters):
         global_batch = order[i]
         idx = global_batch[dist.rank::dist.world]
         (lp_real, lp_gen, lp_proto), logits = stacked_logprobs(
-            ddp_model, [P[j] for j in idx], [[Y[j] for j in idx], [G[j] for j in idx], [Y0[j] for j in idx]],
+            run.train_model, [P[j] for j in idx], [[Y[j] for j in idx], [G[j] for j in idx], [Y0[j] for j in idx]],
             tok.pad_id, device, average)
         loss, metrics = tspin_loss(lp_real, lp_gen, lp_proto, cfg.a, b)
         loss = loss * (len(idx) / len(global_batch) * dist.world)  # exact mean over the global batch
@@ -198,16 +145,7 @@ for it in range(start_iter, cfg.iters):
     # 5. evaluate, checkpoint; the trained model is theta_{t+1}
     if dist.main:
         log.log(step=step, iter=it, policy_changed=param_checksum(model) != start_sum)
-    run_eval(it)
-    if dist.main:
-        save_iteration(run_dir, it, model, cfg, tok_path, tok, step, guard.count, "tspin")
+    evaluate_iteration(run, it, step)
+    save_iteration(run, it, step)
 
-if dist.main:
-    table = results_table(run_dir, "T-SPIN")
-    write_json(run_dir / "summary.json", {"kind": "tspin", "name": cfg.name, "iters": cfg.iters, "steps": step,
-                                          "wall_time_s": round(time.time() - t_start, 1), "nan_count": guard.count,
-                                          "tokens_seen": tokens_seen,
-                                          "table": table.splitlines()})
-    print("\n" + table)
-    print(f"\ncurves: {run_dir / 'curves.png'}")
-D.cleanup(dist)
+finish(run, step, tokens_seen)

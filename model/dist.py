@@ -43,11 +43,6 @@ def cleanup(dist):
         torch_dist.destroy_process_group()
 
 
-def barrier(dist):
-    if dist.enabled:
-        torch_dist.barrier()
-
-
 def gather_lists(dist, shard, n):
     """Rank r holds the results for items r, r+world, r+2*world, ... of a list of n items; every rank gets
     the whole list back in the original order (what one process would have built)."""
@@ -65,11 +60,3 @@ def all_reduce_sum(dist, tensor):
     if dist.enabled:
         torch_dist.all_reduce(tensor, op=torch_dist.ReduceOp.SUM)
     return tensor
-
-
-def broadcast_object(dist, obj):
-    if not dist.enabled:
-        return obj
-    box = [obj]
-    torch_dist.broadcast_object_list(box, src=0)
-    return box[0]

@@ -8,8 +8,6 @@ code (average_log_prob=False): a sum scores the whole answer, so a longer wrong 
 by averaging; `average=True` gives the per-token mean that some DPO users prefer.
 """
 
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -82,5 +80,3 @@ def tspin_loss(policy_real, policy_gen, policy_proto, a=1.0, b=0.1):
         }
     return loss, metrics
 
-
-LOG2 = math.log(2.0)

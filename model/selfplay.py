@@ -10,22 +10,33 @@ import hashlib
 import json
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from model import dist as D
-from model.data import collate, format_prompt, read_jsonl, write_jsonl
-from model.evaluate import answer
+from model.data import DataError, collate, encode_records, format_prompt, read_jsonl, write_jsonl
+from model.evaluate import answer, evaluate, show_samples, summary_line
 from model.gpt import GPT
 from model.losses import sequence_logprobs
+from model.plots import plot_run
 from model.tokenizer import Tokenizer
 from model.train_utils import (
+    NanGuard,
+    RunLog,
     autocast,
+    die,
     load_checkpoint,
     model_from_checkpoint,
+    parse_config,
+    pick_device,
+    print_config,
     read_metrics,
     rng_state,
     save_checkpoint,
+    set_rng_state,
+    write_json,
 )
 
 # settings both self-play scripts share, so that SPIN and T-SPIN are compared on equal terms
@@ -55,6 +66,7 @@ SELFPLAY_DEFAULTS = dict(
     resume=False,
     seed=1337,
     device="auto",
+    compile=False,               # torch.compile the training forward (worth it on a GPU; slow to start)
     smoke=False,
 )
 
@@ -155,13 +167,16 @@ def identical_share(real, generated):
     return sum(y == g for y, g in zip(real, generated)) / max(1, len(real))
 
 
-def save_iteration(run_dir, it, model, cfg, tok_path, tok, step, nan_count, kind):
-    """Checkpoint after iteration `it`: runs/<name>/iter<it>/ckpt.pt, and runs/<name>/ckpt.pt to resume."""
-    state = {"kind": kind, "model": model.state_dict(), "model_config": model.config.to_dict(),
-             "config": vars(cfg), "tokenizer": {"path": str(tok_path), "sha256": tok.sha256},
-             "iter": it + 1, "step": step, "nan_count": nan_count, "rng": rng_state()}
-    save_checkpoint(Path(run_dir) / f"iter{it}" / "ckpt.pt", state)
-    save_checkpoint(Path(run_dir) / "ckpt.pt", state)
+def save_iteration(run, it, step):
+    """Checkpoint after iteration `it`: runs/<name>/iter<it>/ckpt.pt, and runs/<name>/ckpt.pt to resume.
+    No optimizer state: each iteration starts a fresh optimizer from the new theta_t."""
+    if not run.dist.main:
+        return
+    state = {"kind": run.kind, "model": run.model.state_dict(), "model_config": run.model.config.to_dict(),
+             "config": vars(run.cfg), "tokenizer": {"path": str(run.tok_path), "sha256": run.tok.sha256},
+             "iter": it + 1, "step": step, "nan_count": run.guard.count, "rng": rng_state()}
+    save_checkpoint(run.run_dir / f"iter{it}" / "ckpt.pt", state)
+    save_checkpoint(run.run_dir / "ckpt.pt", state)
 
 
 def results_table(run_dir, label):
@@ -176,15 +191,6 @@ def results_table(run_dir, label):
     return "\n".join(lines)
 
 
-class Timer:
-    def __enter__(self):
-        self.t = time.time()
-        return self
-
-    def __exit__(self, *exc):
-        self.s = time.time() - self.t
-
-
 def param_checksum(model):
     """A hash of every parameter's bytes: tells whether weights changed at all."""
     h = hashlib.sha1()
@@ -196,3 +202,70 @@ def param_checksum(model):
 def count_models():
     """How many GPT instances are alive: SPIN holds two (policy and frozen opponent), T-SPIN one."""
     return sum(isinstance(o, GPT) for o in gc.get_objects())
+
+
+def start(defaults, kind):
+    """Everything both self-play scripts do before their first iteration, the same way: read the command
+    line (--resume takes the run's own settings), join the processes, load theta_0 and the prompts, open
+    the log and the NaN guard. Returns a namespace with what the training loop uses."""
+    cfg = parse_config(defaults, description=f"{kind} self-play fine-tuning")
+    run_dir = Path("runs") / cfg.name
+    resume = None
+    if cfg.resume:
+        if not (run_dir / "ckpt.pt").exists():
+            die(f"--resume: no checkpoint at {run_dir / 'ckpt.pt'}")
+        resume = load_checkpoint(run_dir / "ckpt.pt")
+        cfg.__dict__.update({**resume["config"], "resume": True, "init": str(run_dir / "ckpt.pt")})
+    if cfg.smoke:
+        cfg.__dict__.update(SMOKE)
+
+    dist, device = D.setup(pick_device(cfg.device))
+    if dist.main:
+        print_config(cfg, kind)
+    torch.manual_seed(cfg.seed)
+    try:
+        model, tok, tok_path = load_policy(cfg, device)
+        records, eval_records, train_path = load_prompts(cfg)
+    except (DataError, FileNotFoundError, ValueError, RuntimeError) as e:
+        die(f"{e}\n(self-play starts from an SFT checkpoint: run `make sft` first, or pass --init)")
+    prompts, real = encode_records(tok, records, model.config.block_size)
+    train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if dist.enabled else model
+    if cfg.compile:
+        train_model = torch.compile(train_model)  # training only: generation and evaluation use the plain model
+    guard = NanGuard(cfg.nan_policy, cfg.max_consecutive_nans)
+    start_iter, step = (resume["iter"], resume["step"]) if resume else (0, 0)
+    if resume:
+        guard.count = resume["nan_count"]
+        set_rng_state(resume["rng"])
+    log = RunLog(run_dir, resume_step=step if resume else None, enabled=dist.main)
+    if dist.main:
+        print(f"{kind} from {cfg.init}: {len(records):,} prompts ({train_path}), {len(eval_records)} eval prompts, "
+              f"iterations {start_iter}..{cfg.iters - 1}, device {device}, {dist.world} process(es)", flush=True)
+    return SimpleNamespace(kind=kind, cfg=cfg, run_dir=run_dir, dist=dist, device=device, model=model,
+                           train_model=train_model, tok=tok, tok_path=tok_path, records=records,
+                           eval_records=eval_records, prompts=prompts, real=real, guard=guard, log=log,
+                           start_iter=start_iter, step=step, resumed=resume is not None, t_start=time.time())
+
+
+def evaluate_iteration(run, it, step):
+    """The shared evaluation after iteration `it` (-1: theta_0, the SFT row of the table)."""
+    metrics, samples = evaluate(run.model, run.tok, run.eval_records, run.device, run.cfg.max_new_tokens,
+                                dist=run.dist)
+    if run.dist.main:
+        run.log.log(step=step, iter=it, **metrics)
+        print(f"{'theta_0 (SFT)' if it < 0 else f'iteration {it}'} eval: {summary_line(metrics)}", flush=True)
+        show_samples(samples, n=4)
+        plot_run(run.run_dir, title=f"{run.kind}: {run.cfg.name}")
+
+
+def finish(run, step, tokens_seen):
+    """summary.json, the results table, the curves' path; leave the process group."""
+    if run.dist.main:
+        table = results_table(run.run_dir, run.kind)
+        write_json(run.run_dir / "summary.json", {
+            "kind": run.kind.lower().replace("-", ""), "name": run.cfg.name, "iters": run.cfg.iters, "steps": step,
+            "wall_time_s": round(time.time() - run.t_start, 1), "nan_count": run.guard.count,
+            "tokens_seen": tokens_seen, "table": table.splitlines()})
+        print("\n" + table)
+        print(f"\ncurves: {run.run_dir / 'curves.png'}")
+    D.cleanup(run.dist)
