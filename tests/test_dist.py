@@ -7,8 +7,8 @@ import sys
 
 import pytest
 import torch
-
 from conftest import ROOT, run_script
+
 from model.train_utils import load_checkpoint
 
 
