@@ -65,7 +65,7 @@ BUDGET_S = 45 * 60
 # self-play batches are not bucketed by length, so 128 or 192 sequences are padded to their longest.
 COST = dict(sft_example=0.135 / 64, pair=0.95 / 64, triplet=1.5 / 64, sample=0.0056, ref_logp=0.0019,
             eval_prompt=0.003, start=4.0, smoke_run=12.0)
-SFT_DEFAULTS = dict(max_steps=1500, batch_size=64, eval_interval=500, eval_subset=400)  # train_sft.py's, for the ETA
+SFT_DEFAULTS = dict(max_steps=2400, batch_size=32, eval_interval=800, eval_subset=400)  # train_sft.py's, for the ETA
 TSPIN_TOKENS_PER_SFT_TOKEN = 2.9  # 3 prompts + y + y' + y0 vs prompt + y, measured; for the ETA only
 
 
