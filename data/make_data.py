@@ -47,12 +47,11 @@ TRAIN_MIX.
 """
 
 import argparse
-import json
-import os
 import random
 from pathlib import Path
 
 from model.checkers import CAPITALS, FAMILIES, FISH
+from model.data import write_jsonl
 
 TRAIN_MIX = {"arith": 0.24, "word": 0.22, "capital": 0.18, "fish": 0.18, "table": 0.18}
 
@@ -531,20 +530,6 @@ def build(seed=0, n_train=20000, n_eval_per_task=320):
     return train, b.eval(n_eval_per_task)
 
 
-def _write_jsonl(path, records):
-    """Atomically: write a temp file in the same folder, then rename it over the target (a reader never
-    sees half a file). open() rather than mkstemp, so the file gets the usual umask permissions."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            for r in records:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def make_dataset(out_dir, seed=0, n_train=20000, n_eval_per_task=320, verbose=False):
     """Write train.jsonl, train_50.jsonl, train_25.jsonl and eval.jsonl into out_dir; return the counts
     {split: {task: n}}."""
@@ -554,7 +539,7 @@ def make_dataset(out_dir, seed=0, n_train=20000, n_eval_per_task=320, verbose=Fa
     splits = {"train": train, "train_50": train[: n_train // 2], "train_25": train[: n_train // 4], "eval": ev}
     counts = {}
     for name, recs in splits.items():
-        _write_jsonl(out_dir / f"{name}.jsonl", recs)
+        write_jsonl(out_dir / f"{name}.jsonl", recs)  # atomic: temp file, then rename
         counts[name] = {t: sum(r["task"] == t for r in recs) for t in FAMILIES}
     if verbose:
         print(f"{'split':<10}" + "".join(f"{t:>9}" for t in FAMILIES) + f"{'total':>9}")
