@@ -172,7 +172,7 @@ def save_iteration(run, it, step):
     No optimizer state: each iteration starts a fresh optimizer from the new theta_t."""
     if not run.dist.main:
         return
-    state = {"kind": run.kind, "model": run.model.state_dict(), "model_config": run.model.config.to_dict(),
+    state = {"kind": run.kind_id, "model": run.model.state_dict(), "model_config": run.model.config.to_dict(),
              "config": vars(run.cfg), "tokenizer": {"path": str(run.tok_path), "sha256": run.tok.sha256},
              "iter": it + 1, "step": step, "nan_count": run.guard.count, "rng": rng_state()}
     save_checkpoint(run.run_dir / f"iter{it}" / "ckpt.pt", state)
@@ -241,7 +241,8 @@ def start(defaults, kind):
     if dist.main:
         print(f"{kind} from {cfg.init}: {len(records):,} prompts ({train_path}), {len(eval_records)} eval prompts, "
               f"iterations {start_iter}..{cfg.iters - 1}, device {device}, {dist.world} process(es)", flush=True)
-    return SimpleNamespace(kind=kind, cfg=cfg, run_dir=run_dir, dist=dist, device=device, model=model,
+    return SimpleNamespace(kind=kind, kind_id=kind.lower().replace("-", ""), cfg=cfg, run_dir=run_dir, dist=dist,
+                           device=device, model=model,
                            train_model=train_model, tok=tok, tok_path=tok_path, records=records,
                            eval_records=eval_records, prompts=prompts, real=real, guard=guard, log=log,
                            start_iter=start_iter, step=step, resumed=resume is not None, t_start=time.time())
@@ -263,7 +264,7 @@ def finish(run, step, tokens_seen):
     if run.dist.main:
         table = results_table(run.run_dir, run.kind)
         write_json(run.run_dir / "summary.json", {
-            "kind": run.kind.lower().replace("-", ""), "name": run.cfg.name, "iters": run.cfg.iters, "steps": step,
+            "kind": run.kind_id, "name": run.cfg.name, "iters": run.cfg.iters, "steps": step,
             "wall_time_s": round(time.time() - run.t_start, 1), "nan_count": run.guard.count,
             "tokens_seen": tokens_seen, "table": table.splitlines()})
         print("\n" + table)
