@@ -63,7 +63,7 @@ if run.start_iter == 0:
 previous = None
 if cfg.mix_previous and run.start_iter > 0:
     previous = load_answers(run_dir / f"iter{run.start_iter - 1}" / "synthetic.jsonl")
-tokens_seen = 0  # prompt + answer tokens through the model, all ranks together (for equal-compute baselines)
+tokens_seen = run.tokens_seen  # prompt + answer tokens with gradients, all ranks (for equal-compute baselines)
 for it in range(run.start_iter, cfg.iters):
     lam = per_iteration(cfg.lam, it, "lam")
     log.log(step=step, iter=it, event="iteration_start")
@@ -147,6 +147,6 @@ for it in range(run.start_iter, cfg.iters):
     del opponent
     previous = generated
     evaluate_iteration(run, it, step)
-    save_iteration(run, it, step)
+    save_iteration(run, it, step, tokens_seen)
 
 finish(run, step, tokens_seen)

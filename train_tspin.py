@@ -69,7 +69,7 @@ else:
     proto = synthesize(model, tok, records, cfg, seed=cfg.seed, dist=dist)
     if dist.main:
         save_answers(proto_path, records, real, proto, tok)
-tokens_seen = 0  # prompt + answer tokens through the model, all ranks together (for equal-compute baselines)
+tokens_seen = run.tokens_seen  # prompt + answer tokens with gradients, all ranks (for equal-compute baselines)
 for it in range(run.start_iter, cfg.iters):
     b = per_iteration(cfg.b, it, "b")
     log.log(step=step, iter=it, event="iteration_start")
@@ -99,7 +99,8 @@ for it in range(run.start_iter, cfg.iters):
 
     # 4. train from theta_t on triplets: y beats y', and y' beats y0
     optimizer = make_optimizer(model, cfg)
-    answers = [(Y[j], G[j], Y0[j]) for j in range(len(P))]  # stacked in one forward per example
+    # stacked in one forward per example; with b = 0 the historical term is zero, so y0 is left out
+    answers = [(Y[j], G[j], Y0[j]) if b else (Y[j], G[j]) for j in range(len(P))]
     lengths = [len(P[j]) + max(map(len, a)) for j, a in enumerate(answers)]  # batch similar lengths together
     tokens = [len(a) * len(P[j]) + sum(map(len, a)) for j, a in enumerate(answers)]
     steps_per_epoch = len(batches(len(P), cfg.batch_size, cfg.seed, 0, lengths))
@@ -116,10 +117,9 @@ for it in range(run.start_iter, cfg.iters):
             group["lr"] = lr
         global_batch = order[i]
         idx = global_batch[dist.rank::dist.world]
-        (lp_real, lp_gen, lp_proto), logits = stacked_logprobs(
-            run.train_model, [P[j] for j in idx], [[Y[j] for j in idx], [G[j] for j in idx], [Y0[j] for j in idx]],
-            tok.pad_id, device, average)
-        loss, metrics = tspin_loss(lp_real, lp_gen, lp_proto, cfg.a, b)
+        answer_sets = [[Y[j] for j in idx], [G[j] for j in idx]] + ([[Y0[j] for j in idx]] if b else [])
+        lps, logits = stacked_logprobs(run.train_model, [P[j] for j in idx], answer_sets, tok.pad_id, device, average)
+        loss, metrics = tspin_loss(lps[0], lps[1], lps[2] if b else None, cfg.a, b)
         loss = loss * (len(idx) / len(global_batch) * dist.world)  # exact mean over the global batch
         if step == cfg.inject_nan_step:
             loss = loss * float("nan")
@@ -146,6 +146,6 @@ for it in range(run.start_iter, cfg.iters):
     if dist.main:
         log.log(step=step, iter=it, policy_changed=param_checksum(model) != start_sum)
     evaluate_iteration(run, it, step)
-    save_iteration(run, it, step)
+    save_iteration(run, it, step, tokens_seen)
 
 finish(run, step, tokens_seen)

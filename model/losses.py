@@ -62,21 +62,31 @@ def tspin_loss(policy_real, policy_gen, policy_proto, a=1.0, b=0.1):
     The first term is the current advantage (real over the current synthetic answer); the second the
     historical advantage (current synthetic over the proto-synthetic answer of the initial policy).
     No reference model: the entropy constraint's closed form makes the reward a * log p itself.
+    With b = 0 the historical term is exactly zero, so policy_proto may be None: the caller then skips
+    y0's share of the forward pass (a third of it), and the y0 metrics are not logged.
     """
+    if policy_proto is None and b != 0:
+        raise ValueError(f"tspin_loss: b = {b} needs the proto-synthetic log-probs (policy_proto is None)")
     adv_current = a * (policy_real - policy_gen)
-    adv_historical = a * (policy_gen - policy_proto)
-    loss = (-F.logsigmoid(adv_current) - b * F.logsigmoid(adv_historical)).mean()
+    loss = -F.logsigmoid(adv_current)
+    if policy_proto is not None:
+        adv_historical = a * (policy_gen - policy_proto)
+        loss = loss - b * F.logsigmoid(adv_historical)
+    loss = loss.mean()
     with torch.no_grad():
         metrics = {
             "loss": loss.detach(),
             "adv/current": adv_current.mean(),
-            "adv/historical": adv_historical.mean(),
             "adv/current_positive": (adv_current > 0).float().mean(),
-            "adv/historical_positive": (adv_historical > 0).float().mean(),
             "logps/real": policy_real.mean(),
             "logps/generated": policy_gen.mean(),
-            "logps/proto": policy_proto.mean(),
             "logps/gap": (policy_real - policy_gen).mean(),
         }
+        if policy_proto is not None:
+            metrics.update({
+                "adv/historical": adv_historical.mean(),
+                "adv/historical_positive": (adv_historical > 0).float().mean(),
+                "logps/proto": policy_proto.mean(),
+            })
     return loss, metrics
 

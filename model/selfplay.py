@@ -167,14 +167,16 @@ def identical_share(real, generated):
     return sum(y == g for y, g in zip(real, generated)) / max(1, len(real))
 
 
-def save_iteration(run, it, step):
+def save_iteration(run, it, step, tokens_seen):
     """Checkpoint after iteration `it`: runs/<name>/iter<it>/ckpt.pt, and runs/<name>/ckpt.pt to resume.
-    No optimizer state: each iteration starts a fresh optimizer from the new theta_t."""
+    No optimizer state: each iteration starts a fresh optimizer from the new theta_t. tokens_seen rides
+    along so that a resumed run's summary counts every iteration's tokens, not only its own."""
     if not run.dist.main:
         return
     state = {"kind": run.kind_id, "model": run.model.state_dict(), "model_config": run.model.config.to_dict(),
              "config": vars(run.cfg), "tokenizer": {"path": str(run.tok_path), "sha256": run.tok.sha256},
-             "iter": it + 1, "step": step, "nan_count": run.guard.count, "rng": rng_state()}
+             "iter": it + 1, "step": step, "tokens_seen": tokens_seen, "nan_count": run.guard.count,
+             "rng": rng_state()}
     save_checkpoint(run.run_dir / f"iter{it}" / "ckpt.pt", state)
     save_checkpoint(run.run_dir / "ckpt.pt", state)
 
@@ -245,7 +247,8 @@ def start(defaults, kind):
                            device=device, model=model,
                            train_model=train_model, tok=tok, tok_path=tok_path, records=records,
                            eval_records=eval_records, prompts=prompts, real=real, guard=guard, log=log,
-                           start_iter=start_iter, step=step, resumed=resume is not None, t_start=time.time())
+                           start_iter=start_iter, step=step, resumed=resume is not None, t_start=time.time(),
+                           tokens_seen=resume.get("tokens_seen", 0) if resume else 0)
 
 
 def evaluate_iteration(run, it, step):

@@ -93,6 +93,12 @@ def test_tspin_loss_by_hand_and_b0_is_the_pairwise_loss():
     # b = 0: the reference-free pairwise loss -logsigmoid(a (lp(y) - lp(y'))), whatever y0 is
     loss0, _ = tspin_loss(r, g, p * 100, a=2.0, b=0.0)
     assert float(loss0) == pytest.approx(-(logsig(2 * 1.0) + logsig(2 * -1.0)) / 2, abs=1e-6)
+    # ... so y0 may be left out at b = 0 (same loss, no y0 metrics), and nowhere else
+    loss_none, metrics_none = tspin_loss(r, g, None, a=2.0, b=0.0)
+    assert float(loss_none) == pytest.approx(float(loss0), abs=1e-7)
+    assert "adv/historical" not in metrics_none and float(metrics_none["adv/current"]) == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="proto"):
+        tspin_loss(r, g, None, a, b)
 
 
 def test_tspin_gradient_directions():

@@ -63,10 +63,12 @@ def test_tspin_smoke_keeps_one_model_and_reuses_proto(tspin_run):
     rows = read_lines(tspin_run / "metrics.jsonl")
     train = [r for r in rows if "adv/current" in r]
     assert train and {r["iter"] for r in train} == {0, 1}
-    for key in ["adv/historical", "adv/current_positive", "adv/historical_positive", "logps/real",
-                "logps/generated", "logps/proto", "logps/gap"]:
-        assert key in train[0]
-    # b = 0 at iteration 0: the loss is the pairwise term alone
+    # b = 0 at iteration 0: the loss is the pairwise term alone and y0 is not even put through the model
+    it0, it1 = [r for r in train if r["iter"] == 0][0], [r for r in train if r["iter"] == 1][0]
+    for key in ["adv/current_positive", "logps/real", "logps/generated", "logps/gap"]:
+        assert key in it0 and key in it1
+    for key in ["adv/historical", "adv/historical_positive", "logps/proto"]:
+        assert key not in it0 and key in it1
     assert [r["models_in_memory"] for r in rows if "models_in_memory" in r] == [1, 1]
     proto = read_lines(tspin_run / "proto.jsonl")
     assert len(proto) == 128
@@ -78,10 +80,13 @@ def test_tspin_smoke_keeps_one_model_and_reuses_proto(tspin_run):
 
 def test_tspin_resume_continues_after_the_last_iteration(tspin_run):
     cwd = tspin_run.parents[1]
+    tokens_before = json.loads((tspin_run / "summary.json").read_text())["tokens_seen"]
     run_script("train_tspin.py", "--resume", "--iters", 3, cwd=cwd, check=False)
     # --resume takes the run's own settings (iters=2): nothing left to do, the table is printed again
     rows = read_lines(tspin_run / "metrics.jsonl")
     assert [r["iter"] for r in rows if "accuracy" in r] == [-1, 0, 1]
+    # the summary still counts the tokens of the iterations run before the resume
+    assert tokens_before > 0 and json.loads((tspin_run / "summary.json").read_text())["tokens_seen"] == tokens_before
 
 
 def test_make_spin_and_tspin_run_sft_first_when_missing():
