@@ -36,8 +36,10 @@ def reference_loss(model, tok, records, device, batch_size=64):
     model.eval()
     prompts, responses = encode_records(tok, records, model.config.block_size)
     total, count = torch.zeros((), device=device), torch.zeros((), device=device)
-    for i in range(0, len(prompts), batch_size):
-        x, y, m = (t.to(device) for t in collate(prompts[i:i + batch_size], responses[i:i + batch_size], tok.pad_id))
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + len(responses[i]))  # batches of like length
+    for i in range(0, len(order), batch_size):
+        idx = order[i:i + batch_size]
+        x, y, m = (t.to(device) for t in collate([prompts[j] for j in idx], [responses[j] for j in idx], tok.pad_id))
         with autocast(device):
             logits = model(x)
         n = m.sum()

@@ -129,17 +129,21 @@ def read_jsonl_raw(path):
 @torch.no_grad()
 def dataset_logprobs(model, prompts, responses, pad_id, device, average=False, batch_size=128):
     """Sequence log-probs of many (prompt, response) pairs under a frozen model: SPIN's reference terms,
-    computed once per iteration. Returns a float32 CPU tensor (N,)."""
+    computed once per iteration. Batches are formed in order of length (answers run from 5 to 100 tokens,
+    so random batches are mostly padding); the result is in the input order. A float32 CPU tensor (N,)."""
     was_training = model.training
     model.eval()
-    out = []
-    for i in range(0, len(prompts), batch_size):
-        x, y, m = (t.to(device) for t in collate(prompts[i:i + batch_size], responses[i:i + batch_size], pad_id))
-        with autocast(device):
-            logits = model(x)
-        out.append(sequence_logprobs(logits, y, m, average).float().cpu())
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + len(responses[i]))
+    out = torch.empty(len(prompts))
+    with torch.no_grad():
+        for i in range(0, len(order), batch_size):
+            idx = order[i:i + batch_size]
+            x, y, m = (t.to(device) for t in collate([prompts[j] for j in idx], [responses[j] for j in idx], pad_id))
+            with autocast(device):
+                logits = model(x)
+            out[idx] = sequence_logprobs(logits, y, m, average).float().cpu()
     model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0)
+    return out
 
 
 def stacked_logprobs(model, prompts, response_sets, pad_id, device, average=False):
