@@ -54,10 +54,11 @@ RUNS = {
     "tspin_nohist": ("train_tspin.py", "from theta_0: T-SPIN without the historical term (--b 0)"),
     "sft25eq": ("train_sft.py", "from theta_0: SFT on 25%, T-SPIN's steps and about its tokens"),
 }
-# what each run needs finished first, and the order in which ready runs start (the long, unlocking ones first)
+# what each run needs finished first, and the order in which ready runs start: longest first, so that the
+# short ones fill the gaps at the end
 NEEDS = {"sft25": (), "sft100": ("sft25",), "spin": ("sft25",), "tspin": ("sft25",), "tspin_nohist": ("sft25",),
          "sft25eq": ("tspin",)}
-PRIORITY = ("sft25", "tspin", "spin", "tspin_nohist", "sft100", "sft25eq")
+PRIORITY = ("sft25", "tspin", "spin", "tspin_nohist", "sft25eq", "sft100")
 SFT_ROWS = ("sft25", "sft100", "sft25eq")
 SELFPLAY = ("spin", "tspin", "tspin_nohist")
 LABEL = {"sft25": "SFT theta_0 (25%)", "sft100": "SFT 100%, 2 epochs", "sft25eq": "SFT 25%, equal compute",
@@ -74,16 +75,16 @@ THETA0_STEPS = 4000
 # 45-minute budget, so the default is 1 (the same number of iterations, half the steps in each).
 SELFPLAY_EPOCHS = 1
 
-# For the ETA only: seconds on 2 otherwise idle CPU cores, measured on this sandbox's machine with the
-# haiku model: an SFT step of 32 length-bucketed examples takes ~0.06 s; a self-play step of 64
-# length-bucketed pairs (SPIN) or triplets (T-SPIN) ~0.22 s and ~0.33 s; sampling and eval are per prompt.
-COST = dict(sft_example=0.06 / 32, pair=0.22 / 64, triplet=0.33 / 64, sample=0.001, ref_logp=0.0004,
+# For the ETA only: seconds of one run alone on 2 otherwise idle CPU cores, measured on this sandbox's
+# machine with the haiku model: an SFT step of 32 length-bucketed examples ~0.06 s; a self-play step of 64
+# length-bucketed pairs ~0.22 s, of 64 triplets ~0.40 s; sampling, reference log-probs and eval per sequence.
+COST = dict(sft_example=0.06 / 32, pair=0.22 / 64, triplet=0.40 / 64, sample=0.0014, ref_logp=0.0007,
             eval_prompt=0.0021, start=5.0, smoke_run=12.0)
 SFT_DEFAULTS = dict(batch_size=32, eval_interval=800, eval_subset=400)  # train_sft.py's, for the ETA
 # Two runs side by side, one thread each, do 1.23x the work of one run on both cores (measured with two
 # T-SPIN iterations: 93 s together vs 57 s each alone): a model this small does not keep 2 threads busy.
 PARALLEL_GAIN = {1: 1.0, 2: 1.23}
-TSPIN_TOKENS_PER_SFT_TOKEN = 2.9  # 3 prompts + y + y' + y0 vs prompt + y, measured; for the ETA only
+TSPIN_TOKENS_PER_SFT_TOKEN = 2.8  # a T-SPIN example's tokens over an SFT example's, measured; for the ETA only
 
 
 # -----------------------------------------------------------------------------------------------------
@@ -191,12 +192,14 @@ def estimate_s(args, method, n25, n100, n_eval):
     if method == "sft100":
         return sft(2 * (n100 // b), b)
     if method == "sft25eq":
-        return sft(selfplay_steps, round(b * TSPIN_TOKENS_PER_SFT_TOKEN))
-    per_example = COST["pair"] if method == "spin" else COST["triplet"]
+        return sft(selfplay_steps, round(sp_b * TSPIN_TOKENS_PER_SFT_TOKEN))  # see equal_compute()
+    # T-SPIN stacks y0 only where b > 0: from iteration 1 on, and never without the historical term
+    triplet_iters = max(0, args.iters - 1) if method == "tspin" else 0
+    train = selfplay_steps * sp_b * (triplet_iters * COST["triplet"] + (args.iters - triplet_iters) * COST["pair"]) / args.iters
     per_iter = n25 * COST["sample"] + n_eval * COST["eval_prompt"]
     per_iter += 2 * n25 * COST["ref_logp"] if method == "spin" else 0  # SPIN's reference model, once per iteration
     proto = 0 if method == "spin" else n25 * COST["sample"]  # T-SPIN's y0, sampled once
-    return COST["start"] + n_eval * COST["eval_prompt"] + proto + args.iters * per_iter + selfplay_steps * sp_b * per_example
+    return COST["start"] + n_eval * COST["eval_prompt"] + proto + args.iters * per_iter + train
 
 
 def make_plan(args):
@@ -559,10 +562,10 @@ def write_report(args, evals, gaps, iters, claims, compute, times):
     md += ["## Equal compute", "",
            "SFT 25%, equal compute runs exactly T-SPIN's optimizer steps. Its batch size is chosen so that its "
            "tokens (prompt + real answer per example, no padding, as train_sft.py counts `tokens_seen`) come "
-           "near T-SPIN's (per example 3 x prompt + y + y' + y0, the stacked forward with gradients). SPIN puts "
-           "2 sequences per example through the model with gradients (plus a no-gradient reference pass); "
-           "the last column compares with those. Padding is not counted: self-play batches are not bucketed by length, "
-           "so their real compute is higher still.", "",
+           "near T-SPIN's (per example 3 x prompt + y + y' + y0 in the stacked forward with gradients; "
+           "2 x prompt + y + y' where b = 0, at iteration 0). SPIN puts 2 sequences per example through the "
+           "model with gradients (plus a no-gradient reference pass); the last column compares with those. "
+           "Padding is not counted on either side (all batches are grouped by length).", "",
            "| seed | T-SPIN steps | SFT steps | SFT batch (asked / run) | T-SPIN tokens | SPIN tokens | SFT tokens | SFT / T-SPIN | SFT / SPIN |",
            "|---|---|---|---|---|---|---|---|---|"]
     md += [f"| {c['seed']} | {c['tspin_steps']} | {c['sft25eq_steps']} | {c['sft25eq_batch_asked']} / {c['sft25eq_batch_size']} | {c['tspin_tokens']:,} "
