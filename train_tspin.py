@@ -117,9 +117,9 @@ for it in range(run.start_iter, cfg.iters):
             group["lr"] = lr
         global_batch = order[i]
         idx = global_batch[dist.rank::dist.world]
-        answer_sets = [[Y[j] for j in idx], [G[j] for j in idx]] + ([[Y0[j] for j in idx]] if b else [])
+        answer_sets = [list(s) for s in zip(*(answers[j] for j in idx))]  # [ys, y's] or [ys, y's, y0s]
         lps, logits = stacked_logprobs(run.train_model, [P[j] for j in idx], answer_sets, tok.pad_id, device, average)
-        loss, metrics = tspin_loss(lps[0], lps[1], lps[2] if b else None, cfg.a, b)
+        loss, metrics = tspin_loss(lps[0], lps[1], lps[2] if len(lps) == 3 else None, cfg.a, b)
         loss = loss * (len(idx) / len(global_batch) * dist.world)  # exact mean over the global batch
         if step == cfg.inject_nan_step:
             loss = loss * float("nan")

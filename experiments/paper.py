@@ -71,8 +71,9 @@ BUDGET_S = 45 * 60
 # on a validation split (prompts from another generator seed, none in train or eval; 563 prompts, se ~1.9),
 # never on the eval split: final accuracy 23.6% after 2400 steps, 29.3% after 4000, 28.8% after 4800.
 THETA0_STEPS = 4000
-# Self-play epochs per iteration. The paper uses 2; with 2 the full run takes ~70 min on 2 cores, over the
-# 45-minute budget, so the default is 1 (the same number of iterations, half the steps in each).
+# Self-play epochs per iteration. The paper uses 2; with 2 the full run takes ~65 min on 2 cores (the cost
+# model's 59, scaled as its 41 were to the measured 42.5 with 1), over the 45-minute budget, so the default
+# is 1 (the same number of iterations, half the steps in each).
 SELFPLAY_EPOCHS = 1
 
 # For the ETA only: seconds of one run alone on 2 otherwise idle CPU cores, measured on this sandbox's
@@ -272,7 +273,7 @@ def execute(args, plan):
             if proc.returncode != 0:
                 for _, _, other, _ in running.values():
                     other.kill()
-                log_path = args.out / "logs" / f"s{r.seed}_{r.method}.log"
+                log_path = Path(log.name)
                 tail = "\n".join(log_path.read_text().splitlines()[-30:])
                 sys.exit(f"{RUNS[r.method][0]} failed (exit {proc.returncode}); the end of {log_path}:\n{tail}")
             wall = time.time() - t0

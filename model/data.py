@@ -121,6 +121,13 @@ def collate(prompts, responses, pad_id):
     return x, y, m
 
 
+def sorted_batches(lengths, batch_size):
+    """Batches of indices in order of length, for passes that do not train (evaluation, reference
+    log-probs): nothing to shuffle, and like lengths share a batch, so there is little padding."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
 def batches(n, batch_size, seed, epoch, lengths=None, drop_last=True):
     """Shuffled global batches of indices for one epoch, a pure function of (seed, epoch): resuming
     needs no RNG state, and every rank of a distributed run sees the same global batches.

@@ -7,7 +7,7 @@ the held-out reference answers. SFT, SPIN, T-SPIN and the notebooks all call eva
 import torch
 
 from model.checkers import eval_metrics, score
-from model.data import collate, encode_records, format_prompt
+from model.data import collate, encode_records, format_prompt, sorted_batches
 from model.dist import Dist, all_reduce_sum, gather_lists
 from model.losses import sft_loss
 from model.sampler import generate
@@ -36,9 +36,7 @@ def reference_loss(model, tok, records, device, batch_size=64):
     model.eval()
     prompts, responses = encode_records(tok, records, model.config.block_size)
     total, count = torch.zeros((), device=device), torch.zeros((), device=device)
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + len(responses[i]))  # batches of like length
-    for i in range(0, len(order), batch_size):
-        idx = order[i:i + batch_size]
+    for idx in sorted_batches([len(p) + len(r) for p, r in zip(prompts, responses)], batch_size):
         x, y, m = (t.to(device) for t in collate([prompts[j] for j in idx], [responses[j] for j in idx], tok.pad_id))
         with autocast(device):
             logits = model(x)

@@ -16,7 +16,15 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from model import dist as D
-from model.data import DataError, collate, encode_records, format_prompt, read_jsonl, write_jsonl
+from model.data import (
+    DataError,
+    collate,
+    encode_records,
+    format_prompt,
+    read_jsonl,
+    sorted_batches,
+    write_jsonl,
+)
 from model.evaluate import answer, evaluate, show_samples, summary_line
 from model.gpt import GPT
 from model.losses import sequence_logprobs
@@ -133,15 +141,12 @@ def dataset_logprobs(model, prompts, responses, pad_id, device, average=False, b
     so random batches are mostly padding); the result is in the input order. A float32 CPU tensor (N,)."""
     was_training = model.training
     model.eval()
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + len(responses[i]))
     out = torch.empty(len(prompts))
-    with torch.no_grad():
-        for i in range(0, len(order), batch_size):
-            idx = order[i:i + batch_size]
-            x, y, m = (t.to(device) for t in collate([prompts[j] for j in idx], [responses[j] for j in idx], pad_id))
-            with autocast(device):
-                logits = model(x)
-            out[idx] = sequence_logprobs(logits, y, m, average).float().cpu()
+    for idx in sorted_batches([len(p) + len(r) for p, r in zip(prompts, responses)], batch_size):
+        x, y, m = (t.to(device) for t in collate([prompts[j] for j in idx], [responses[j] for j in idx], pad_id))
+        with autocast(device):
+            logits = model(x)
+        out[idx] = sequence_logprobs(logits, y, m, average).float().cpu()
     model.train(was_training)
     return out
 

@@ -157,3 +157,20 @@ def test_one_tspin_step_raises_real_and_lowers_proto():
         after = [_lp(model, prompts, s) for s in (real, gen, proto)]
     assert (after[0] > before[0]).all()
     assert (after[2] < before[2]).all()
+
+
+def test_reference_logprobs_come_back_in_input_order():
+    """SPIN's reference pass batches by length; each answer must still get its own log-prob, in order."""
+    from model.data import sorted_batches
+    from model.selfplay import dataset_logprobs
+
+    lengths = [5, 1, 3, 1, 4]
+    batches = sorted_batches(lengths, batch_size=2)
+    assert sorted(i for b in batches for i in b) == list(range(5))  # every index exactly once
+    assert [lengths[i] for b in batches for i in b] == sorted(lengths)  # in order of length
+    model = BigramTable()
+    prompts = [[1], [2, 3], [1, 1, 2], [5], [3]]
+    responses = [[2, 3, 0, 1, 5], [4], [0, 2, 1], [1, 2], [3, 3, 0, 0]]
+    got = dataset_logprobs(model, prompts, responses, pad_id=4, device=torch.device("cpu"), batch_size=2)
+    one_by_one = torch.cat([_lp(model, [p], [r]) for p, r in zip(prompts, responses)])
+    torch.testing.assert_close(got, one_by_one)
