@@ -21,7 +21,7 @@ $(VENV): requirements.txt pyproject.toml
 	.venv/bin/pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
-$(DATA)/train.jsonl: data/make_data.py | $(VENV)
+$(DATA)/train.jsonl: data/make_data.py $(wildcard data/tasks/*.py) | $(VENV)
 	$(PY) -m data.make_data --out $(DATA)
 
 $(DATA)/tokenizer/tokenizer.json: $(DATA)/train.jsonl | $(VENV)

@@ -28,58 +28,61 @@ from model.losses import sft_loss
 from model.plots import plot_run
 from model.tokenizer import Tokenizer
 from model.train_utils import (
+    RUNS_DIR,
     NanGuard,
     RunLog,
     autocast,
+    checkpoint_state,
     die,
     load_checkpoint,
     lr_warmup_cosine,
     model_from_checkpoint,
-    nonfinite_culprit,
+    optimizer_step,
     parse_config,
     pick_device,
     print_config,
-    rng_state,
+    run_path,
     save_checkpoint,
     set_rng_state,
     write_json,
 )
 
 # -----------------------------------------------------------------------------------------------------
-# defaults; every one can be overridden: python train_sft.py --lr 1e-3 --max_steps 500
+# defaults; every one can be overridden: python train_sft.py --lr 1e-3 --max_steps 500 (--help lists them)
 defaults = dict(
-    name="sft",                  # writes runs/<name>/
-    data_dir="data/generated",   # made by `make data`
+    out_dir=RUNS_DIR,            # runs go to <out_dir>/<name>/
+    name="sft",                  # writes <out_dir>/<name>/
+    data_dir="data/generated",   # train/eval splits and the tokenizer, made by `make data`
     data="",                     # any JSONL with prompt/response or messages (overrides data_dir/subset)
     subset=100,                  # 25, 50 or 100: percent of the train split
-    eval_data="",                # default: <data_dir>/eval.jsonl
-    tokenizer="",                # default: <data_dir>/tokenizer
+    eval_data="",                # held-out prompts (default: <data_dir>/eval.jsonl)
+    tokenizer="",                # tokenizer dir (default: <data_dir>/tokenizer)
     preset="haiku",              # haiku (~1M parameters) or sonnet (~10M)
     init="",                     # continue from this checkpoint instead of a fresh model
-    dropout=0.0,
-    batch_size=32,               # examples per optimizer step (all ranks together)
-    max_steps=2400,
-    lr=3e-3,
-    min_lr=3e-4,
-    warmup_steps=50,
-    weight_decay=0.1,
-    grad_clip=1.0,
-    log_interval=10,
-    eval_interval=800,
+    dropout=0.0,                 # dropout probability in the model
+    batch_size=32,               # examples per optimizer step (all processes together)
+    max_steps=2400,              # optimizer steps of the whole run
+    lr=3e-3,                     # peak learning rate (AdamW)
+    min_lr=3e-4,                 # the cosine schedule ends here
+    warmup_steps=50,             # linear warmup steps before the cosine decay
+    weight_decay=0.1,            # AdamW weight decay on matrices (not biases, gains, positions)
+    grad_clip=1.0,               # clip the gradient's global L2 norm to this
+    log_interval=10,             # optimizer steps between log lines
+    eval_interval=800,           # optimizer steps between evaluations (and checkpoints)
     eval_subset=400,             # intermediate evals use this many prompts; the final one uses all
-    max_new_tokens=96,
-    nan_policy="skip",           # skip: drop the step and go on; halt: stop at the first
-    max_consecutive_nans=10,
-    inject_nan_step=-1,          # poison the loss at this step (teaching, tests)
-    resume=False,
-    stop_at=-1,                  # stop after this step as if killed (to try --resume)
-    seed=1337,
-    device="auto",
+    max_new_tokens=96,           # longest evaluation answer, in tokens
+    nan_policy="skip",           # skip: drop a non-finite step and go on; halt: stop at the first
+    max_consecutive_nans=10,     # stop after this many non-finite steps in a row, whatever the policy
+    inject_nan_step=-1,          # poison the loss at this step (teaching, tests); -1 = never
+    resume=False,                # continue <out_dir>/<name> from its ckpt.pt
+    stop_at=-1,                  # stop after this step as if killed (to try --resume); -1 = never
+    seed=1337,                   # seeds the model's init and the batch order; same seed, same numbers on CPU
+    device="auto",               # auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps
     compile=False,               # torch.compile the training forward (worth it on a GPU; slow to start)
     smoke=False,                 # tiny data and steps, for the tests (< 30 s)
 )
-cfg = parse_config(defaults, description=__doc__.split("\n\n")[0])
-run_dir = Path("runs") / cfg.name
+cfg = parse_config(defaults, description=__doc__.split("\n\n")[0], help_from=[__file__])
+run_dir = run_path(cfg)
 ckpt_path = run_dir / "ckpt.pt"
 resume_ckpt = None
 if cfg.resume:
@@ -148,11 +151,8 @@ if dist.main:
 def checkpoint(step):
     """Everything needed to continue exactly: weights, optimizer, settings, tokenizer, step, RNG."""
     if dist.main:
-        save_checkpoint(ckpt_path, {
-            "kind": "sft", "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
-            "model_config": raw_model.config.to_dict(), "config": vars(cfg),
-            "tokenizer": {"path": str(tok_path), "sha256": tok.sha256},
-            "step": step, "nan_count": guard.count, "rng": rng_state()})
+        save_checkpoint(ckpt_path, checkpoint_state("sft", raw_model, cfg, tok, tok_path, step, guard.count,
+                                                    optimizer=optimizer.state_dict(), tokens_seen=tokens_seen))
 
 
 def run_eval(step, final=False):
@@ -172,7 +172,7 @@ def run_eval(step, final=False):
 # -----------------------------------------------------------------------------------------------------
 # the training loop
 t_start = time.time()
-tokens_seen = tokens_at_log = 0
+tokens_seen = tokens_at_log = resume_ckpt.get("tokens_seen", 0) if resume_ckpt else 0  # continues on --resume
 loss_sum = torch.zeros((), device=device)
 order, order_epoch = None, -1
 pbar = tqdm(range(start_step, cfg.max_steps), initial=start_step, total=cfg.max_steps, disable=not dist.main,
@@ -197,18 +197,12 @@ for step in pbar:
     loss = sft_loss(logits, y, m) * (m.sum() / n_global * dist.world)
     if step == cfg.inject_nan_step:
         loss = loss * float("nan")
-    loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
-
-    event = guard.check(nonfinite_culprit(loss, grad_norm, raw_model, logits), step)
-    if event is None:
-        optimizer.step()
-    else:
+    grad_norm, event = optimizer_step(loss, raw_model, optimizer, guard, step, cfg.grad_clip, logits)
+    if event is not None:
         loss = torch.zeros_like(loss)  # the mean loss of the log line counts a skipped step as 0
         if dist.main:
             log.log(**event)
             tqdm.write(f"step {step}: non-finite {event['nan_event']}, step skipped ({guard.count} so far)")
-    optimizer.zero_grad(set_to_none=True)
     tokens_seen += sum(lengths[j] for j in global_batch)  # every token of the batch went through the model
     loss_sum += loss.detach()  # stays on the device: no sync until the log line
 
@@ -239,7 +233,7 @@ if dist.main:
     write_json(run_dir / "summary.json", {
         "kind": "sft", "name": cfg.name, "steps": cfg.max_steps, "wall_time_s": round(wall, 1),
         "tokens_seen": tokens_seen, "params": raw_model.num_params(), "nan_count": guard.count,
-        "train_examples": len(prompts), "final": final})
+        "train_examples": len(prompts), "config": vars(cfg), "final": final})
     print(f"done in {wall:.0f}s: {summary_line(final)} | nan events {guard.count}")
     print(f"curves: {run_dir / 'curves.png'}   checkpoint: {ckpt_path}")
 D.cleanup(dist)

@@ -1,35 +1,41 @@
 """
-Generate the instruction data: five checkable task families, a train split, nested train subsets and an
-eval split whose prompts never occur in train.
+Generate the instruction data: five checkable task families, a train split, nested train subsets, an
+eval split whose prompts never occur in train, and a validation split whose prompts occur in neither.
 
     python -m data.make_data --out data/generated [--seed 0] [--n_train 20000] [--n_eval_per_task 320]
+                             [--n_val_per_task 100]
 
-Writes JSONL records {"prompt", "response", "task", "sub", "answer"}: `answer` is what model/checkers.py
-scores against, `sub` a free-form tag of the variant and difficulty (for breakdowns; nothing keys on it).
-Files: train.jsonl, train_50.jsonl, train_25.jsonl (prefixes of the one shuffled train order, so
-25 within 50 within 100), eval.jsonl (n_eval_per_task per family, grouped by family). Everything is
-drawn from random.Random seeded by (seed, family, split), so a seed gives byte-identical files.
+Writes JSONL records {"prompt", "response", "task", "sub", "answer"}: `task` names the family in
+data/tasks/ whose checker scores `answer`, `sub` is a free-form tag of the variant and difficulty (for
+breakdowns; nothing keys on it). Files: train.jsonl, train_50.jsonl, train_25.jsonl (prefixes of the one
+shuffled train order, so 25 within 50 within 100), eval.jsonl (n_eval_per_task per family, grouped by
+family), val.jsonl (up to n_val_per_task per family, grouped by family). Everything is drawn from
+random.Random seeded by (seed, family, split), so a seed gives byte-identical files.
 
-Families, their difficulty ranges and their split rules:
+Validation vs eval: every choice of steps, learning rate, b or lambda is made on val.jsonl; eval.jsonl only
+reports. Val is drawn after train and eval, from its own random streams, by eval's rules applied to what
+eval left of each held-out pool: its prompts are never in train, never in eval, never twice, and its facts
+or combinations are held out of train the same way. Adding it moves nothing: train and eval are
+byte-identical with or without val (n_val_per_task=0). Per family at the defaults (320 eval, 100 val):
+  capital  100: held-out templates x countries that eval did not ask (70 forward, 30 reverse, like eval).
+  fish     100: held-out templates x fish that eval did not ask (40 habitat, 40 diet, 20 both, like eval).
+  table    100: item combinations seen in neither train nor eval.
+  arith    100: triples seen in neither train (nor its sums tables) nor eval (nor its sums tables). But the
+           50 one-digit triples reserved out of train are all used by eval, so val has no 1d level: val
+           arith is eval's 2d1d..3d3d mix only (eval: 50 of 320 are 1d), and its accuracy reads lower.
+  word     100: eval's half of "unseen" (word, op) combinations uses up all 126 held-out combinations
+           (it even repeats 34 in other phrasings), so val word is all "_newphrase" (combinations train
+           saw, in held-out phrasings, never an eval prompt); eval word is half that, half "_unseen".
+  With a smaller eval (as in the tests) what eval leaves of the 1d triples and the held-out word
+  combinations goes to val first, in eval's proportions. A family whose held-out pool eval has used up
+  gets fewer than n_val_per_task val prompts: the capital pools hold 500 forward and 300 reverse prompts,
+  the fish pools 232 habitat, 232 diet and 174 both, eval's included (at --n_eval_per_task 580, val fish
+  has 20).
+So compare settings within val, not val's numbers with eval's: the arith and word columns measure a
+subset of what eval measures.
 
-  capital  Capital cities of 100 countries (facts in model/checkers.py). "forward" asks for the city,
-           "reverse" ("Which country has Lima as its capital?") for the country and is harder. Facts can't
-           be held out (an unseen fact can't be learned), so eval uses held-out *prompt templates*:
-           70% forward, 30% reverse.
-  arith    Addition and subtraction at five levels by operand size: 1d (both 0-9) 40%, 2d1d 35%, 2d2d 15%,
-           3d2d 7%, 3d3d 3%. 15% of subtractions go negative. Eval uses (a, op, b) triples never seen in
-           train (not in arith records, not in the sums tables); 25% of the 200 one-digit triples are
-           reserved for eval so the easy level is represented there too.
-  word     Reverse a word, spell it letter by letter ("c-a-t" or "c a t", fixed by the prompt template),
-           count its letters; 365 common words of 3 to 12 letters (short 3-4, medium 5-7, long 8+). Half
-           the reverse and count answers are worked ("c-a-t backwards is t-a-c, so tac."): one letter per
-           token is what a BPE model can operate on. Eval: half unseen (word, op) combinations (15% of
-           combinations are held out of train), half seen combinations asked with held-out templates.
-  fish     Where 58 fish live and what they eat ("habitat", "diet", or "both" in one question, the
-           hardest). Facts are all in train; eval uses held-out prompt templates (40/40/20%).
-  table    Markdown tables of 2-3 rows and 2-3 columns: capitals, what fish eat, where they live, both,
-           sums, word lengths. The only family where "|" is right. Eval uses combinations of items
-           (kind + ordered items) never seen in train.
+Each family's facts, templates, difficulty range and split rule are described in its module in
+data/tasks/ (capital, arith, word, fish, table); this file mixes them and enforces the splits.
 
 Train mix: arith 24%, word 22%, capital, fish and table 18% each. Facts (capitals, fish, word
 combinations) are cycled through in reshuffled passes, so even the 25% subset sees nearly all of them.
@@ -41,188 +47,40 @@ word ~8%, arith ~5%, table ~2%), with run-to-run noise larger than the effect of
 --max_steps 4500 it gave 35% overall: capital 62% (forward 67, reverse 52), table 37% (fish tables
 50-80, capitals 31, sums and lengths ~0), word 31% (spell 42, count 49, reverse 6), fish 29%
 (diet 40, habitat 31, both 3), arith 17% (1d 52, 2d1d 18, 2d2d and up 0).
-Knobs (constants below): ARITH_LEVELS weights, ARITH_NEGATIVE_SHARE, WORD_MAX_LEN, WORD_HELDOUT_SHARE,
-WORD_EVAL_UNSEEN_SHARE, CAPITAL_EVAL_REVERSE_SHARE, FISH_EVAL_SHARE, TABLE_KINDS (weights, max rows),
-TRAIN_MIX.
+Knobs: TRAIN_MIX below; in the family modules ARITH_LEVELS weights, ARITH_NEGATIVE_SHARE, WORD_MAX_LEN,
+WORD_HELDOUT_SHARE, WORD_EVAL_UNSEEN_SHARE, CAPITAL_EVAL_REVERSE_SHARE, FISH_EVAL_SHARE, TABLE_KINDS
+(weights, max rows).
 """
 
 import argparse
 import random
 from pathlib import Path
 
-from model.checkers import CAPITALS, FAMILIES, FISH
+from data.tasks import FAMILIES
+from data.tasks.arith import ARITH_1D_RESERVED_SHARE, LEVEL_WEIGHTS, arith_record, draw_triple
+from data.tasks.capital import (
+    CAPITAL_EVAL_REVERSE_SHARE,
+    CAPITAL_FWD_EVAL,
+    CAPITAL_FWD_TRAIN,
+    CAPITAL_REV_EVAL,
+    CAPITAL_REV_TRAIN,
+    CAPITALS,
+    capital_record,
+)
+from data.tasks.fish import FISH, FISH_EVAL_SHARE, FISH_PROMPTS_EVAL, FISH_PROMPTS_TRAIN, fish_record
+from data.tasks.table import TABLE_KINDS, table_record
+from data.tasks.word import (
+    WORD_EVAL_UNSEEN_SHARE,
+    WORD_HELDOUT_SHARE,
+    WORD_OPS,
+    WORD_PROMPTS_EVAL,
+    WORD_PROMPTS_TRAIN,
+    WORDS,
+    word_record,
+)
 from model.data import write_jsonl
 
 TRAIN_MIX = {"arith": 0.24, "word": 0.22, "capital": 0.18, "fish": 0.18, "table": 0.18}
-
-# ---------------------------------------------------------------------------------------------------
-# Templates. A prompt template is train-only or eval-only (held out); response templates are shared.
-
-THE_COUNTRIES = {"Netherlands", "Philippines", "Czech Republic", "United Arab Emirates", "United Kingdom",
-                 "United States"}
-
-CAPITAL_FWD_TRAIN = [
-    "What is the capital of {c}?",
-    "What's the capital of {c}?",
-    "Name the capital of {c}.",
-    "Which city is the capital of {c}?",
-    "Tell me the capital of {c}.",
-]
-CAPITAL_FWD_EVAL = [
-    "What city is the capital of {c}?",
-    "Do you know the capital of {c}?",
-    "What is the capital city of {c}?",
-    "I need the capital of {c}.",
-    "Give me the capital of {c}.",
-]
-CAPITAL_FWD_RESP = [
-    "The capital of {c} is {x}.",
-    "{X} is the capital of {c}.",
-    "It's {x}.",
-    "{X}.",
-    "The capital city of {c} is {x}.",
-]
-CAPITAL_REV_TRAIN = [
-    "Which country has {x} as its capital?",
-    "{X} is the capital of which country?",
-    "What country is {x} the capital of?",
-]
-CAPITAL_REV_EVAL = [
-    "Of which country is {x} the capital?",
-    "Name the country whose capital is {x}.",
-    "{X} is the capital city of what country?",
-]
-CAPITAL_REV_RESP = [
-    "{X} is the capital of {c}.",
-    "{C}.",
-    "It is {c}.",
-    "{C} has {x} as its capital.",
-]
-CAPITAL_EVAL_REVERSE_SHARE = 0.3
-
-# (level, weight, range of a, range of b); b is the second operand as written
-ARITH_LEVELS = [
-    ("1d", 0.50, (0, 9), (0, 9)),
-    ("2d1d", 0.33, (10, 99), (0, 9)),
-    ("2d2d", 0.12, (10, 99), (10, 99)),
-    ("3d2d", 0.04, (100, 999), (10, 99)),
-    ("3d3d", 0.01, (100, 999), (100, 999)),
-]
-ARITH_1D_RESERVED_SHARE = 0.25  # of the 200 one-digit triples, kept out of train for eval
-ARITH_NEGATIVE_SHARE = 0.15  # subtractions (beyond 1d) whose result is negative
-ARITH_PROMPTS = {
-    "+": ["What is {a} + {b}?", "What is {a} plus {b}?", "Compute {a} + {b}.", "Add {a} and {b}.",
-          "{a} + {b} = ?", "Calculate {a} plus {b}."],
-    "-": ["What is {a} - {b}?", "What is {a} minus {b}?", "Compute {a} - {b}.", "Subtract {b} from {a}.",
-          "{a} - {b} = ?", "Calculate {a} minus {b}."],
-}
-ARITH_RESP = {
-    "+": ["{a} + {b} = {c}.", "The answer is {c}.", "{c}", "{a} plus {b} is {c}."],
-    "-": ["{a} - {b} = {c}.", "The answer is {c}.", "{c}", "{a} minus {b} is {c}."],
-}
-
-ALL_WORDS = sorted(set("""
-cat dog sun cup hat pen box map bed car bus egg ice jam key leg man owl pig rat sky toy van web ant bag bee
-cow fox hen jar kit lip mud nut oak pan rug tea arm ear fan gum hut ink jet log mat mop oil pot ram row saw
-tin tub wax yam zip fig gas sea bat fly
-book tree fish bird frog lamp milk moon rain road rock salt ship shoe sock star desk door drum farm fork
-gate gift goat hand harp hill home horn king kite lake leaf lion mask nest note park pear pool ring rope
-sand seed snow soap song tent toad town vase wall wind wolf worm yarn bell boat cake coat corn crab deer
-duck fire flag bowl
-apple bread chair cloud dream earth field flame fruit ghost glass grape heart horse house juice knife
-lemon light money mouse music night ocean paint paper piano plant queen river robot shirt skirt smile
-snake spoon stone storm sugar table tiger tooth towel train water whale wheel world zebra beach berry
-brush candy chalk clock crown dress
-animal banana basket bottle bridge butter camera candle carpet castle cheese cherry circle coffee cookie
-desert dinner doctor dragon flower forest garden guitar hammer island jacket kitten ladder letter market
-mirror monkey orange pencil pepper pillow planet pocket rabbit rocket saddle school silver spider spring
-summer tomato turtle window winter wizard yellow office parrot
-balloon blanket cabbage captain chicken cottage crystal diamond dolphin freedom giraffe harvest kitchen
-lantern library machine morning mustard network octopus painter panther peacock penguin picture pumpkin
-rainbow science teacher thunder tractor trumpet uniform village volcano weather whisper whistle
-airplane alphabet backpack bathroom birthday building calendar chestnut children computer daughter
-dinosaur elephant envelope exercise hospital mountain notebook painting question sandwich shoulder
-sidewalk squirrel sunlight treasure umbrella vacation tomorrow
-adventure afternoon astronaut beautiful butterfly chocolate crocodile dangerous education equipment
-furniture grassland hamburger important invisible knowledge lightning newspaper orchestra pineapple
-president raspberry scientist spaceship telephone waterfall wonderful yesterday
-basketball blackboard collection dictionary everything friendship grandmother helicopter lighthouse
-microphone playground strawberry television toothbrush understand vegetables watermelon wheelchair
-calculator celebration electricity imagination temperature refrigerator instructions kindergarten
-championship neighborhood
-""".split()))
-WORD_MAX_LEN = 7  # words longer than this are left out: 12 makes the family harder, 5-7 easier
-WORDS = [w for w in ALL_WORDS if len(w) <= WORD_MAX_LEN]
-WORD_OPS = ("reverse", "spell", "count")
-WORD_HELDOUT_SHARE = 0.15  # of (word, op) combinations, never in train
-WORD_EVAL_UNSEEN_SHARE = 0.5  # of word eval records: unseen combination; the rest: held-out phrasing
-WORD_PROMPTS_TRAIN = {
-    "reverse": ["Reverse the word {w}.", "Write {w} backwards.", "What is {w} spelled backwards?",
-                "What is the reverse of {w}?"],
-    # (template, separator): each spelling template fixes one canonical spelled form
-    "spell": [("Spell {w} letter by letter.", "-"), ("Spell out the word {w}.", " "),
-              ("How do you spell {w}?", "-"), ("Spell {w} with spaces between the letters.", " ")],
-    "count": ["How many letters are in {w}?", "Count the letters in {w}.", "How many letters does {w} have?",
-              "What is the number of letters in {w}?"],
-}
-WORD_PROMPTS_EVAL = {
-    "reverse": ["Give me {w} reversed.", "How is {w} written backwards?"],
-    "spell": [("Write out the letters of {w}.", " "), ("What are the letters in {w}, in order?", "-")],
-    "count": ["Tell me how many letters {w} has.", "How long is the word {w}, in letters?"],
-}
-WORD_RESP = {
-    # worked forms first spell the word out: a BPE model sees whole chunks, one letter per token is easier
-    "reverse": ["{d} backwards is {rd}, so {r}.", "{W} is {d}; reversed, {rd}: {r}.", "{W} reversed is {r}.",
-                "The reverse of {w} is {r}."],
-    "spell": ["{s}", "{W} is spelled {s}.", "It is spelled {s}."],
-    "count": ["{d} has {n} letters.", "{W} is {d}: {n} letters.", "{W} has {n} letters.",
-              "There are {n} letters in {w}."],
-}
-
-FISH_PROMPTS_TRAIN = {
-    "habitat": ["Where does the {f} live?", "Where do you find the {f}?", "What is the habitat of the {f}?",
-                "Where can you find the {f}?"],
-    "diet": ["What does the {f} eat?", "What is the diet of the {f}?", "What food does the {f} eat?",
-             "What does the {f} feed on?"],
-    "both": ["Where does the {f} live and what does it eat?", "Tell me the habitat and diet of the {f}."],
-}
-FISH_PROMPTS_EVAL = {
-    "habitat": ["Where is the {f} found?", "Tell me where the {f} lives.", "What is the home of the {f}?",
-                "In what kind of place does the {f} live?"],
-    "diet": ["What does the {f} like to eat?", "Tell me what the {f} eats.", "What is the main food of the {f}?",
-             "What kind of food does the {f} eat?"],
-    "both": ["What does the {f} eat, and where does it live?", "Describe where the {f} lives and what it eats.",
-             "Where is the {f} found and what is its food?"],
-}
-FISH_RESP = {
-    "habitat": ["The {f} lives in {h}.", "It lives in {h}.", "{H}.", "You can find the {f} in {h}."],
-    "diet": ["The {f} eats {d}.", "It eats {d}.", "{D}.", "The {f} feeds on {d}."],
-    "both": ["The {f} lives in {h} and eats {d}.", "It lives in {h} and feeds on {d}."],
-}
-FISH_EVAL_SHARE = {"habitat": 0.4, "diet": 0.4, "both": 0.2}
-
-# kind -> (weight, header, max rows, prompt templates)
-TABLE_KINDS = {
-    "capitals": (0.30, ["Country", "Capital"], 3, [
-        "Make a table of the capitals of {items}.", "Give me a table with the capitals of {items}.",
-        "Show the capitals of {items} in a table.", "Put {items} and their capitals in a table."]),
-    "fish_food": (0.25, ["Fish", "Food"], 3, [
-        "Make a table of what these fish eat: {items}.", "Show in a table what these fish eat: {items}.",
-        "Give me a table of the food of these fish: {items}."]),
-    "fish_home": (0.25, ["Fish", "Lives in"], 3, [
-        "Make a table of where these fish live: {items}.", "Show in a table where these fish live: {items}.",
-        "Give me a table of the homes of these fish: {items}."]),
-    "fish_both": (0.10, ["Fish", "Lives in", "Eats"], 3, [
-        "Make a table of where these fish live and what they eat: {items}.",
-        "Give me a table of the habitat and diet of these fish: {items}."]),
-    "sums": (0.05, ["Sum", "Result"], 3, [
-        "Make a table of these sums: {items}.", "Show the results of these sums in a table: {items}.",
-        "Give me a table with the answers to {items}."]),
-    "lengths": (0.05, ["Word", "Letters"], 3, [
-        "Make a table of how many letters are in these words: {items}.",
-        "Show in a table how many letters these words have: {items}."]),
-}
-TABLE_INTROS = ["", "Here is the table:\n", "Sure, here it is:\n"]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -232,18 +90,6 @@ TABLE_INTROS = ["", "Here is the table:\n", "Sure, here it is:\n"]
 def _rng(seed, *names):
     # str seeds go through sha512: deterministic across processes, unlike hash()
     return random.Random(f"{seed}/" + "/".join(names))
-
-
-def _cap(s):
-    return s[:1].upper() + s[1:]
-
-
-def _country(c):
-    return f"the {c}" if c in THE_COUNTRIES else c
-
-
-def _join(items):
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def _cycle(rng, items, n):
@@ -261,10 +107,6 @@ def _weighted(rng, pairs):
     return rng.choices(names, weights=weights)[0]
 
 
-def _rec(prompt, response, task, sub, answer):
-    return {"prompt": prompt, "response": response, "task": task, "sub": sub, "answer": answer}
-
-
 def _split_counts(n, mix):
     """Largest-remainder split of n over the mix, so the counts add up exactly."""
     raw = {k: n * w / sum(mix.values()) for k, w in mix.items()}
@@ -272,77 +114,6 @@ def _split_counts(n, mix):
     for k in sorted(raw, key=lambda k: raw[k] - counts[k], reverse=True)[: n - sum(counts.values())]:
         counts[k] += 1
     return counts
-
-
-def _length_class(word):
-    return "short" if len(word) <= 4 else "medium" if len(word) <= 7 else "long"
-
-
-# ---------------------------------------------------------------------------------------------------
-# Record builders (one per family); each draws its phrasings from rng
-
-
-def capital_record(rng, country, direction, templates):
-    city = CAPITALS[country]
-    c = _country(country)
-    fill = {"c": c, "C": _cap(c), "x": city, "X": city}
-    prompt = rng.choice(templates).format(**fill)
-    if direction == "forward":
-        return _rec(prompt, rng.choice(CAPITAL_FWD_RESP).format(**fill), "capital", "forward", {"capital": city})
-    return _rec(prompt, rng.choice(CAPITAL_REV_RESP).format(**fill), "capital", "reverse", {"country": country})
-
-
-def arith_record(rng, a, op, b, level):
-    c = a + b if op == "+" else a - b
-    prompt = rng.choice(ARITH_PROMPTS[op]).format(a=a, b=b)
-    response = rng.choice(ARITH_RESP[op]).format(a=a, b=b, c=c)
-    return _rec(prompt, response, "arith", f"{'add' if op == '+' else 'sub'}_{level}", c)
-
-
-def word_record(rng, word, op, templates, tag):
-    tmpl = rng.choice(templates[op])
-    if op == "spell":
-        tmpl, sep = tmpl
-    prompt = tmpl.format(w=word)
-    fill = {"w": word, "W": _cap(word), "r": word[::-1], "n": len(word), "d": "-".join(word),
-            "rd": "-".join(word[::-1])}
-    if op == "spell":
-        fill["s"] = sep.join(word)
-    value = {"reverse": word[::-1], "spell": word, "count": len(word)}[op]
-    response = rng.choice(WORD_RESP[op]).format(**fill)
-    return _rec(prompt, response, "word", f"{op}_{_length_class(word)}{tag}", {"op": op, "word": word, "value": value})
-
-
-def fish_record(rng, fish, q, templates):
-    h, d = FISH[fish]
-    fill = {"f": fish, "h": h, "H": _cap(h), "d": d, "D": _cap(d)}
-    prompt = rng.choice(templates[q]).format(**fill)
-    answer = {"habitat": {"habitat": h}, "diet": {"diet": d}, "both": {"habitat": h, "diet": d}}[q]
-    return _rec(prompt, rng.choice(FISH_RESP[q]).format(**fill), "fish", q, answer)
-
-
-def table_record(rng, kind, items):
-    """items: countries, fish names, (a, b) pairs or words, in row order."""
-    _, header, _, templates = TABLE_KINDS[kind]
-    if kind == "capitals":
-        names = [_country(c) for c in items]
-        rows = [[c, CAPITALS[c]] for c in items]
-    elif kind in ("fish_food", "fish_home", "fish_both"):
-        names = list(items)
-        cols = {"fish_food": lambda h, d: [d], "fish_home": lambda h, d: [h], "fish_both": lambda h, d: [h, d]}
-        # cells drop a leading "the": "the open ocean" -> "open ocean"
-        rows = [[f] + [x.removeprefix("the ") for x in cols[kind](*FISH[f])] for f in items]
-    elif kind == "sums":
-        names = [f"{a} + {b}" for a, b in items]
-        rows = [[f"{a} + {b}", str(a + b)] for a, b in items]
-    else:  # lengths
-        names = list(items)
-        rows = [[w, str(len(w))] for w in items]
-    prompt = rng.choice(templates).format(items=_join(names))
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    response = rng.choice(TABLE_INTROS) + "\n".join(lines)
-    return _rec(prompt, response, "table", f"{kind}_{len(rows)}", {"header": header, "rows": rows})
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -370,22 +141,8 @@ class _Builder:
         self.word_used = set()
         self.table_used = set()
         self.train_prompts = set()
-
-    # -- arithmetic operands
-    @staticmethod
-    def _draw_triple(rng, level, fresh=lambda t: True):
-        """(a, op, b) at a level above 1d, redrawn until fresh(triple)."""
-        _, _, (alo, ahi), (blo, bhi) = next(x for x in ARITH_LEVELS if x[0] == level)
-        for _ in range(1000):
-            op = rng.choice("+-")
-            a, b = rng.randint(alo, ahi), rng.randint(blo, bhi)
-            if op == "+" and rng.random() < 0.5:
-                a, b = b, a  # the smaller operand first half the time
-            if op == "-" and (a < b) != (rng.random() < ARITH_NEGATIVE_SHARE):
-                a, b = b, a  # result negative with probability ARITH_NEGATIVE_SHARE
-            if fresh((a, op, b)):
-                return a, op, b
-        raise RuntimeError(f"could not draw a fresh arithmetic triple at level {level}")
+        self.seen = set()  # every prompt handed out so far: train's, then eval's, then val's
+        self.heldout_taken = set()  # held-out units eval (then val) used: ("capital", country, template), ...
 
     # -- train
     def train(self, n_train):
@@ -397,13 +154,12 @@ class _Builder:
             recs.append(capital_record(rng, c, d, CAPITAL_FWD_TRAIN if d == "forward" else CAPITAL_REV_TRAIN))
 
         rng = _rng(self.seed, "arith", "train")
-        levels = [(name, w) for name, w, _, _ in ARITH_LEVELS]
         for _ in range(counts["arith"]):
-            level = _weighted(rng, levels)
+            level = _weighted(rng, LEVEL_WEIGHTS)
             if level == "1d":
                 a, op, b = rng.choice(self.arith_1d_train)
             else:
-                a, op, b = self._draw_triple(rng, level)
+                a, op, b = draw_triple(rng, level)
             self.arith_used.add((a, op, b))
             recs.append(arith_record(rng, a, op, b, level))
 
@@ -426,6 +182,7 @@ class _Builder:
 
         _rng(self.seed, "train", "order").shuffle(recs)
         self.train_prompts = {r["prompt"] for r in recs}
+        self.seen = set(self.train_prompts)
         return recs
 
     def _table_items(self, rng, eval_split):
@@ -449,7 +206,7 @@ class _Builder:
     # -- eval
     def eval(self, n):
         out = {}
-        seen = set(self.train_prompts)
+        seen = self.seen  # train's prompts; eval's are added, so that val avoids both
 
         def take(rec):
             # the safety net under every split rule: an eval prompt never occurs in train, nor twice in eval
@@ -468,18 +225,18 @@ class _Builder:
                 raise ValueError(f"at most {len(pool)} {direction} capital eval prompts, asked for {k}")
             for c, t in rng.sample(pool, k):
                 take(capital_record(rng, c, direction, [t]))
+                self.heldout_taken.add(("capital", c, t))
 
         rng = _rng(self.seed, "arith", "eval")
-        levels = [(name, w) for name, w, _, _ in ARITH_LEVELS]
         reserved = list(self.arith_reserved_order)
         while len(out.get("arith", [])) < n:
-            level = _weighted(rng, levels)
+            level = _weighted(rng, LEVEL_WEIGHTS)
             if level == "1d":
                 if not reserved:
                     continue  # the reserved one-digit triples are used up: draw another level
                 t = reserved.pop(rng.randrange(len(reserved)))
             else:
-                t = self._draw_triple(rng, level, fresh=lambda t: t not in self.arith_used)
+                t = draw_triple(rng, level, fresh=lambda t: t not in self.arith_used)
             if take(arith_record(rng, *t, level)):
                 self.arith_used.add(t)  # and never twice in eval
 
@@ -493,7 +250,8 @@ class _Builder:
                 break
             if k < n_unseen:  # an unseen combination, in any phrasing
                 w, op = self.word_heldout[attempt % len(self.word_heldout)]
-                take(word_record(rng, w, op, all_templates, "_unseen"))
+                if take(word_record(rng, w, op, all_templates, "_unseen")):
+                    self.heldout_taken.add(("word", w, op))
             else:  # a combination train saw, in a held-out phrasing
                 w, op = rng.choice(seen_combos)
                 take(word_record(rng, w, op, WORD_PROMPTS_EVAL, "_newphrase"))
@@ -508,6 +266,7 @@ class _Builder:
                 raise ValueError(f"at most {len(pool)} fish {q} eval prompts, asked for {k}")
             for f, t in rng.sample(pool, k):
                 take(fish_record(rng, f, q, {q: [t]}))
+                self.heldout_taken.add(("fish", f, t))
 
         rng = _rng(self.seed, "table", "eval")
         for _ in range(100 * n + 1):
@@ -522,21 +281,106 @@ class _Builder:
             raise ValueError(f"could not draw {n} distinct table eval prompts")
         return [r for task in FAMILIES for r in out.get(task, [])]
 
+    # -- val (after eval: eval's rules, on what eval left)
+    def val(self, n):
+        """Up to n records per family, grouped by family: held out of train by eval's rules, and never an
+        eval prompt nor an eval held-out unit (capital or fish template x fact, word combination, arithmetic
+        triple, table combination). Where eval used up a held-out pool, the family gets fewer (or, for the
+        1d triples and unseen word combinations, none: the rest of the family fills in); see the module
+        docstring. Never raises for lack of prompts."""
+        out = {}
+        seen = self.seen  # train's and eval's prompts
 
-def build(seed=0, n_train=20000, n_eval_per_task=320):
-    """(train records in their shuffled order, eval records grouped by family)."""
+        def take(rec):
+            # the safety net: a val prompt never occurs in train, nor in eval, nor twice in val
+            if rec["prompt"] in seen:
+                return False
+            seen.add(rec["prompt"])
+            out.setdefault(rec["task"], []).append(rec)
+            return True
+
+        def count(task):
+            return len(out.get(task, []))
+
+        rng = _rng(self.seed, "capital", "val")
+        n_rev = round(CAPITAL_EVAL_REVERSE_SHARE * n)
+        for direction, k, templates in (("forward", n - n_rev, CAPITAL_FWD_EVAL),
+                                        ("reverse", n_rev, CAPITAL_REV_EVAL)):
+            pool = [(c, t) for c in CAPITALS for t in templates if ("capital", c, t) not in self.heldout_taken]
+            for c, t in rng.sample(pool, min(k, len(pool))):
+                if take(capital_record(rng, c, direction, [t])):
+                    self.heldout_taken.add(("capital", c, t))
+
+        rng = _rng(self.seed, "arith", "val")
+        # triples of train, of eval, and of every sums table so far (train's are in arith_used already)
+        avoid = set(self.arith_used)
+        avoid.update((a, "+", b) for kind, items in self.table_used if kind == "sums" for a, b in items)
+        reserved = [t for t in self.arith_reserved_order if t not in avoid]  # what eval left of the 1d ones
+        while count("arith") < n:
+            level = _weighted(rng, LEVEL_WEIGHTS)
+            if level == "1d":
+                if not reserved:
+                    continue  # as in eval: the reserved one-digit triples are used up, draw another level
+                t = reserved.pop(rng.randrange(len(reserved)))
+            else:
+                t = draw_triple(rng, level, fresh=lambda t: t not in avoid)
+            if take(arith_record(rng, *t, level)):
+                avoid.add(t)
+                self.arith_used.add(t)
+
+        rng = _rng(self.seed, "word", "val")
+        unseen = [c for c in self.word_heldout if ("word", *c) not in self.heldout_taken]  # eval's leftovers
+        n_unseen = round(WORD_EVAL_UNSEEN_SHARE * n) if unseen else 0
+        all_templates = {op: WORD_PROMPTS_TRAIN[op] + WORD_PROMPTS_EVAL[op] for op in WORD_OPS}
+        for attempt in range(100 * n_unseen):  # an unseen combination eval did not use, in any phrasing
+            if count("word") >= n_unseen:
+                break
+            w, op = unseen[attempt % len(unseen)]
+            if take(word_record(rng, w, op, all_templates, "_unseen")):
+                self.heldout_taken.add(("word", w, op))
+        seen_combos = [c for c in self.word_train if c in self.word_used]
+        for _ in range(100 * n):  # a combination train saw, in a held-out phrasing eval did not ask
+            if count("word") >= n or not seen_combos:
+                break
+            w, op = rng.choice(seen_combos)
+            take(word_record(rng, w, op, WORD_PROMPTS_EVAL, "_newphrase"))
+
+        rng = _rng(self.seed, "fish", "val")
+        for q, k in _split_counts(n, FISH_EVAL_SHARE).items():
+            pool = [(f, t) for f in FISH for t in FISH_PROMPTS_EVAL[q] if ("fish", f, t) not in self.heldout_taken]
+            for f, t in rng.sample(pool, min(k, len(pool))):
+                if take(fish_record(rng, f, q, {q: [t]})):
+                    self.heldout_taken.add(("fish", f, t))
+
+        rng = _rng(self.seed, "table", "val")
+        for _ in range(100 * n):
+            if count("table") >= n:
+                break
+            kind, items = self._table_items(rng, eval_split=True)
+            if (kind, tuple(items)) in self.table_used:
+                continue  # a combination of items neither train nor eval had
+            if take(table_record(rng, kind, items)):
+                self.table_used.add((kind, tuple(items)))
+        return [r for task in FAMILIES for r in out.get(task, [])]
+
+
+def build(seed=0, n_train=20000, n_eval_per_task=320, n_val_per_task=100):
+    """(train records in their shuffled order, eval records grouped by family, val records grouped by
+    family). Train and eval do not depend on n_val_per_task (0: no val)."""
     b = _Builder(seed)
     train = b.train(n_train)
-    return train, b.eval(n_eval_per_task)
+    ev = b.eval(n_eval_per_task)
+    return train, ev, b.val(n_val_per_task) if n_val_per_task > 0 else []
 
 
-def make_dataset(out_dir, seed=0, n_train=20000, n_eval_per_task=320, verbose=False):
-    """Write train.jsonl, train_50.jsonl, train_25.jsonl and eval.jsonl into out_dir; return the counts
-    {split: {task: n}}."""
+def make_dataset(out_dir, seed=0, n_train=20000, n_eval_per_task=320, verbose=False, n_val_per_task=100):
+    """Write train.jsonl, train_50.jsonl, train_25.jsonl, eval.jsonl and val.jsonl into out_dir; return the
+    counts {split: {task: n}}."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    train, ev = build(seed, n_train, n_eval_per_task)
-    splits = {"train": train, "train_50": train[: n_train // 2], "train_25": train[: n_train // 4], "eval": ev}
+    train, ev, val = build(seed, n_train, n_eval_per_task, n_val_per_task)
+    splits = {"train": train, "train_50": train[: n_train // 2], "train_25": train[: n_train // 4], "eval": ev,
+              "val": val}
     counts = {}
     for name, recs in splits.items():
         write_jsonl(out_dir / f"{name}.jsonl", recs)  # atomic: temp file, then rename
@@ -555,8 +399,12 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n_train", type=int, default=20000)
     p.add_argument("--n_eval_per_task", type=int, default=320, help="per family; at most 580 (fish phrasings)")
+    p.add_argument("--n_val_per_task", type=int, default=100,
+                   help="per family, for choosing settings (eval only reports); fewer where eval used up a\n"
+                        "held-out pool (see the docstring)")
     args = p.parse_args(argv)
-    make_dataset(args.out, args.seed, args.n_train, args.n_eval_per_task, verbose=True)
+    make_dataset(args.out, args.seed, args.n_train, args.n_eval_per_task, verbose=True,
+                 n_val_per_task=args.n_val_per_task)
 
 
 if __name__ == "__main__":

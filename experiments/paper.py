@@ -36,7 +36,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: works headless
 import matplotlib.pyplot as plt  # noqa: E402
 
-from model.checkers import FAMILIES  # noqa: E402
+from data.tasks import FAMILIES  # noqa: E402
 from model.data import format_prompt, format_response, read_jsonl  # noqa: E402
 from model.selfplay import SELFPLAY_DEFAULTS  # noqa: E402
 from model.tokenizer import Tokenizer  # noqa: E402

@@ -11,6 +11,7 @@ so the model is never trained with one template and asked with another (a wart o
 """
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -44,36 +45,54 @@ def _normalize(obj, where):
     return {**obj, "prompt": prompt, "response": response}
 
 
+def atomic_write(path, write):
+    """The one atomic write: `write(f)` fills a temporary file beside `path` (opened in binary mode), then
+    a rename puts it in place, so a reader never sees a half-written file, even after a kill -9."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+    os.replace(tmp, path)
+
+
+def read_json_lines(path, torn_tail_ok=False, numbered=False):
+    """The one JSONL reader: a list of the JSON values of the non-blank lines (with numbered, of
+    (line number, value) pairs). A malformed line raises DataError naming file and line; with
+    torn_tail_ok, an unparsable *last* line (a log cut by a crash in mid-write) is dropped instead."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    out = []
+    nonblank = [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
+    for k, (lineno, line) in enumerate(nonblank):
+        try:
+            out.append((lineno, json.loads(line)) if numbered else json.loads(line))
+        except json.JSONDecodeError as e:
+            if torn_tail_ok and k == len(nonblank) - 1:
+                break
+            raise DataError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+    return out
+
+
 def read_jsonl(path):
     """Read instruction records; a malformed line raises DataError naming file and line number."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file (run `make data` to generate the default data)")
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
-            records.append(_normalize(obj, where))
+    records = [_normalize(obj, f"{path}:{n}") for n, obj in read_json_lines(path, numbered=True)]
     if not records:
         raise DataError(f"{path}: no records")
     return records
 
 
 def write_jsonl(path, records):
-    """Write records atomically (temp file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    """Write one JSON object per line, atomically."""
+    atomic_write(path, lambda f: f.writelines((json.dumps(r, ensure_ascii=False) + "\n").encode() for r in records))
 
 
 # ----------------------------------------------------------------------------------------------------

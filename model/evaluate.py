@@ -4,9 +4,11 @@ answers, and compute the metrics (accuracy per family, pipe rate, ...). Also the
 the held-out reference answers. SFT, SPIN, T-SPIN and the notebooks all call evaluate().
 """
 
+import math
+
 import torch
 
-from model.checkers import eval_metrics, score
+from data.tasks import pipes_allowed, score
 from model.data import collate, encode_records, format_prompt, sorted_batches
 from model.dist import Dist, all_reduce_sum, gather_lists
 from model.losses import sft_loss
@@ -45,6 +47,57 @@ def reference_loss(model, tok, records, device, batch_size=64):
         count += n
     model.train(was_training)
     return total, count
+
+
+def _se(p, n):
+    return math.sqrt(p * (1.0 - p) / n) if n else float("nan")
+
+
+def eval_metrics(records, responses, ended_with_eos):
+    """
+    Metrics over one set of generations (all values floats):
+      accuracy, accuracy_se        over records with a known family (absent when there is none)
+      acc/<task>, se/<task>, n/<task>   per family present, in the order the records first show it
+      pipe_rate        share of non-table answers containing "|"
+      pipes_per_kchar  "|" characters per 1000 characters of non-table answers
+      mean_len         mean characters per response
+      eos_rate         share of responses that ended with EOS (not cut at max_new_tokens)
+      distinct_2       distinct / total whitespace-word bigrams over all responses (0 if none)
+      n                number of responses
+    Standard errors are binomial: sqrt(p (1 - p) / n).
+    """
+    if not (len(records) == len(responses) == len(ended_with_eos)):
+        raise ValueError(
+            f"lengths differ: {len(records)} records, {len(responses)} responses, "
+            f"{len(ended_with_eos)} ended_with_eos flags"
+        )
+    out = {"n": float(len(responses))}
+
+    # families come from the records themselves (data.tasks knows them, model/ does not); dicts keep
+    # first-seen order, which for eval.jsonl (grouped by family) is the registry's order
+    by_task = {}
+    for rec, resp in zip(records, responses):
+        s = score(rec, resp)
+        if s is not None:
+            by_task.setdefault(rec["task"], []).append(s)
+    scored = [s for task in by_task.values() for s in task]
+    if scored:
+        p = sum(scored) / len(scored)
+        out["accuracy"], out["accuracy_se"] = p, _se(p, len(scored))
+    for task, s in by_task.items():
+        p = sum(s) / len(s)
+        out[f"acc/{task}"], out[f"se/{task}"], out[f"n/{task}"] = p, _se(p, len(s)), float(len(s))
+
+    prose = [resp for rec, resp in zip(records, responses) if not pipes_allowed(rec)]
+    out["pipe_rate"] = sum("|" in r for r in prose) / len(prose) if prose else 0.0
+    prose_chars = sum(len(r) for r in prose)
+    out["pipes_per_kchar"] = 1000.0 * sum(r.count("|") for r in prose) / prose_chars if prose_chars else 0.0
+    out["mean_len"] = sum(len(r) for r in responses) / len(responses) if responses else 0.0
+    out["eos_rate"] = sum(bool(e) for e in ended_with_eos) / len(ended_with_eos) if ended_with_eos else 0.0
+
+    bigrams = [b for r in responses for b in zip(r.split(), r.split()[1:])]
+    out["distinct_2"] = len(set(bigrams)) / len(bigrams) if bigrams else 0.0
+    return out
 
 
 def evaluate(model, tok, records, device, max_new_tokens=96, batch_size=256, dist=None, n_show=0):

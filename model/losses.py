@@ -29,48 +29,57 @@ def sft_loss(logits, targets, mask):
     return (nll * mask.flatten()).sum() / mask.sum().clamp_min(1)
 
 
-def spin_loss(policy_real, policy_gen, ref_real, ref_gen, lam):
+def sft_loss_from_logps(logp_y, n_tokens):
+    """The SFT loss from summed sequence log-probs: the token-mean negative log-likelihood of the real
+    answers y, n_tokens being the number of response tokens (EOS included) in the batch. Equals sft_loss
+    on the same batch; the continued-SFT baseline trains with it inside the self-play loop."""
+    return -logp_y.sum() / n_tokens
+
+
+def spin_loss(logp_y, logp_y_gen, ref_logp_y, ref_logp_y_gen, lam):
     """SPIN (Chen et al. 2024), logistic loss; 1-D per-example sequence log-probs in.
 
-    loss = -logsigmoid(lam * ((lp(y) - ref(y)) - (lp(y') - ref(y'))))
+    loss = -logsigmoid(lam * ((logp_y - ref_logp_y) - (logp_y_gen - ref_logp_y_gen)))
+    logp_*: under the model being trained; ref_logp_*: under the frozen previous iterate theta_t.
     When the policy equals the reference every argument is 0 and the loss is log 2, not 0: the
     gradient does not vanish at the start of an iteration.
     Returns (mean loss, detached 0-d metric tensors under the names TRL and the SPIN repo use; they
     stay on the device, so reading them is the caller's choice of when to synchronise).
     """
-    rewards_real = lam * (policy_real - ref_real)
-    rewards_gen = lam * (policy_gen - ref_gen)
-    loss = -F.logsigmoid(rewards_real - rewards_gen).mean()
+    reward_y = lam * (logp_y - ref_logp_y)
+    reward_y_gen = lam * (logp_y_gen - ref_logp_y_gen)
+    loss = -F.logsigmoid(reward_y - reward_y_gen).mean()
     with torch.no_grad():
         metrics = {
             "loss": loss.detach(),
-            "rewards/real": rewards_real.mean(),
-            "rewards/generated": rewards_gen.mean(),
-            "rewards/margins": (rewards_real - rewards_gen).mean(),
-            "rewards/accuracies": (rewards_real > rewards_gen).float().mean(),
-            "logps/real": policy_real.mean(),
-            "logps/generated": policy_gen.mean(),
-            "logps/gap": (policy_real - policy_gen).mean(),  # logps/real - logps/generated
+            "rewards/real": reward_y.mean(),
+            "rewards/generated": reward_y_gen.mean(),
+            "rewards/margins": (reward_y - reward_y_gen).mean(),
+            "rewards/accuracies": (reward_y > reward_y_gen).float().mean(),
+            "logps/real": logp_y.mean(),
+            "logps/generated": logp_y_gen.mean(),
+            "logps/gap": (logp_y - logp_y_gen).mean(),  # logps/real - logps/generated
         }
     return loss, metrics
 
 
-def tspin_loss(policy_real, policy_gen, policy_proto, a=1.0, b=0.1):
+def tspin_loss(logp_y, logp_y_gen, logp_y0, a, b):
     """T-SPIN (Wang et al. 2025); 1-D per-example sequence log-probs in, all from the trained model.
 
-    loss = -logsigmoid(a * (lp(y) - lp(y')))  -  b * logsigmoid(a * (lp(y') - lp(y0)))
-    The first term is the current advantage (real over the current synthetic answer); the second the
-    historical advantage (current synthetic over the proto-synthetic answer of the initial policy).
+    loss = -logsigmoid(a * (logp_y - logp_y_gen))  -  b * logsigmoid(a * (logp_y_gen - logp_y0))
+    The first term is the current advantage (real answer y over the current synthetic answer y_gen); the
+    second the historical advantage (y_gen over the proto-synthetic answer y0 of the initial policy).
     No reference model: the entropy constraint's closed form makes the reward a * log p itself.
-    With b = 0 the historical term is exactly zero, so policy_proto may be None: the caller then skips
-    y0's share of the forward pass (a third of it), and the y0 metrics are not logged.
+    b is decided by the caller (0 at the first iteration). With b = 0 the historical term is exactly
+    zero, so logp_y0 may be None: the caller then skips y0's share of the forward pass, and the y0
+    metrics are not logged.
     """
-    if policy_proto is None and b != 0:
-        raise ValueError(f"tspin_loss: b = {b} needs the proto-synthetic log-probs (policy_proto is None)")
-    adv_current = a * (policy_real - policy_gen)
+    if logp_y0 is None and b != 0:
+        raise ValueError(f"tspin_loss: b = {b} needs the proto-synthetic log-probs (logp_y0 is None)")
+    adv_current = a * (logp_y - logp_y_gen)
     loss = -F.logsigmoid(adv_current)
-    if policy_proto is not None:
-        adv_historical = a * (policy_gen - policy_proto)
+    if logp_y0 is not None:
+        adv_historical = a * (logp_y_gen - logp_y0)
         loss = loss - b * F.logsigmoid(adv_historical)
     loss = loss.mean()
     with torch.no_grad():
@@ -78,15 +87,14 @@ def tspin_loss(policy_real, policy_gen, policy_proto, a=1.0, b=0.1):
             "loss": loss.detach(),
             "adv/current": adv_current.mean(),
             "adv/current_positive": (adv_current > 0).float().mean(),
-            "logps/real": policy_real.mean(),
-            "logps/generated": policy_gen.mean(),
-            "logps/gap": (policy_real - policy_gen).mean(),
+            "logps/real": logp_y.mean(),
+            "logps/generated": logp_y_gen.mean(),
+            "logps/gap": (logp_y - logp_y_gen).mean(),
         }
-        if policy_proto is not None:
+        if logp_y0 is not None:
             metrics.update({
                 "adv/historical": adv_historical.mean(),
                 "adv/historical_positive": (adv_historical > 0).float().mean(),
-                "logps/proto": policy_proto.mean(),
+                "logps/proto": logp_y0.mean(),
             })
     return loss, metrics
-

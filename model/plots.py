@@ -16,7 +16,12 @@ PANELS = [
     ("pipe rate (non-table answers with '|')", ["pipe_rate"]),
     ("rewards / advantages", ["rewards/margins", "rewards/real", "rewards/generated", "adv/current", "adv/historical"]),
     ("log p(y) - log p(y')", ["logps/gap"]),
+    ("how far it moved: |theta - theta_0| / |theta_0|, y_gen == y share", ["weight_dist", "identical_share"]),
+    ("mean answer length (tokens)", ["mean_len"]),
 ]
+# panels where the equal-compute continued-SFT baseline (<run>/baseline/) is drawn beside the run
+BASELINE_PANELS = ("held-out accuracy", "pipe rate (non-table answers with '|')", "mean answer length (tokens)",
+                   "how far it moved: |theta - theta_0| / |theta_0|, y_gen == y share")
 
 
 def series(rows, key):
@@ -27,6 +32,7 @@ def series(rows, key):
 def plot_run(run_dir, out=None, title=None):
     """Draw runs/<name>/curves.png (or `out`) and return its path."""
     rows = read_metrics(run_dir)
+    baseline = read_metrics(f"{run_dir}/baseline")
     panels = [(name, [k for k in keys if series(rows, k)[0]]) for name, keys in PANELS]
     panels = [(name, keys) for name, keys in panels if keys]
     if not panels:
@@ -39,6 +45,9 @@ def plot_run(run_dir, out=None, title=None):
             xs, ys = series(rows, k)
             dense = len(xs) > 30
             ax.plot(xs, ys, label=k, lw=1 if dense else 1.5, marker=None if dense else "o", ms=3)
+            bx, by = series(baseline, k)
+            if name in BASELINE_PANELS and bx:
+                ax.plot(bx, by, label=f"{k}: continued SFT", lw=1.2, ls="--", marker="s", ms=3, color="black")
         for s in nan_steps:
             ax.axvline(s, color="red", lw=0.8, alpha=0.7)
         for s in iter_starts:

@@ -1,47 +1,55 @@
 """
-What SPIN and T-SPIN share, written once: the initial policy, synthetic answers from the batched KV
-sampler, per-example sequence log-probs (one stacked forward, as TRL does), the optimizer and schedule
-of the papers, per-iteration checkpoints, and the printed results table. The two scripts keep their
-training loops in plain sight and differ in the loss and in y0.
+What SPIN and T-SPIN share, written once so that the two are compared on equal terms: the initial
+policy, the synthetic answers y_gen from the batched KV sampler, per-example sequence log-probs (one
+stacked forward, as TRL does), the optimizer and schedule of the papers, the one training loop of an
+iteration (fit_iteration), per-iteration checkpoints and the printed results table. The two scripts
+keep only what differs: the loss, SPIN's frozen reference, T-SPIN's proto-synthetic answers y0.
 """
 
 import gc
 import hashlib
-import json
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
 
 from model import dist as D
 from model.data import (
     DataError,
+    batches,
     collate,
     encode_records,
     format_prompt,
+    read_json_lines,
     read_jsonl,
     sorted_batches,
     write_jsonl,
 )
 from model.evaluate import answer, evaluate, show_samples, summary_line
 from model.gpt import GPT
-from model.losses import sequence_logprobs
+from model.losses import sequence_logprobs, sft_loss_from_logps
 from model.plots import plot_run
 from model.tokenizer import Tokenizer
 from model.train_utils import (
+    RUNS_DIR,
     NanGuard,
     RunLog,
     autocast,
+    checkpoint_state,
     die,
     load_checkpoint,
+    lr_warmup_linear,
     model_from_checkpoint,
+    optimizer_step,
     parse_config,
     pick_device,
     print_config,
     read_metrics,
-    rng_state,
+    run_path,
     save_checkpoint,
     set_rng_state,
     write_json,
@@ -49,33 +57,36 @@ from model.train_utils import (
 
 # settings both self-play scripts share, so that SPIN and T-SPIN are compared on equal terms
 SELFPLAY_DEFAULTS = dict(
-    init="runs/sft/ckpt.pt",     # the SFT model: the initial policy theta_0
-    data_dir="data/generated",
+    out_dir=RUNS_DIR,            # runs go to <out_dir>/<name>/
+    init="sft",                  # theta_0: an SFT checkpoint file, or a run name under out_dir (its ckpt.pt)
+    data_dir="data/generated",   # train/eval splits and the tokenizer, made by `make data`
     data="",                     # any JSONL with prompt/response or messages (overrides data_dir/subset)
-    subset=25,                   # the papers self-play on 50k of the 200k SFT examples: 25%
-    eval_data="",
-    tokenizer="",                # default: the one the init checkpoint was trained with
-    iters=3,
-    epochs=2,
-    batch_size=64,
-    optim="rmsprop",             # the papers' optimizer (no weight decay); or adamw
-    lr=1e-5,                     # RMSprop; chosen by a sweep on a validation split (1e-4 degraded both methods)
-    warmup_ratio=0.1,            # linear warmup over 10% of each iteration's steps, then linear decay
-    grad_clip=1.0,
+    subset=25,                   # percent of the train split; the papers self-play on 50k of 200k: 25
+    eval_data="",                # held-out prompts (default: <data_dir>/eval.jsonl)
+    tokenizer="",                # tokenizer dir (default: the one the init checkpoint was trained with)
+    iters=3,                     # self-play iterations t = 0 .. iters-1
+    epochs=2,                    # passes over the pairs per iteration (the papers: 2)
+    batch_size=64,               # examples per optimizer step, all processes together (the papers: 64)
+    optim="rmsprop",             # rmsprop (the papers', no weight decay) or adamw
+    lr=1e-5,                     # peak learning rate; RMSprop 1e-5 chosen by a sweep on a validation split
+    warmup_ratio=0.1,            # linear warmup over this share of each iteration's steps, then linear decay
+    grad_clip=1.0,               # clip the gradient's global L2 norm to this
     logp="sum",                  # sequence log-prob: sum over response tokens (official SPIN) or mean
-    temperature=1.0,             # sampling y' (and y0)
-    top_p=1.0,
-    max_new_tokens=96,
-    drop_identical=False,        # drop pairs whose y' equals y (they give exactly zero gradient)
-    log_interval=10,
-    nan_policy="skip",
-    max_consecutive_nans=10,
-    inject_nan_step=-1,
-    resume=False,
-    seed=1337,
-    device="auto",
+    temperature=1.0,             # sampling temperature of y_gen (and y0)
+    top_p=1.0,                   # nucleus sampling of y_gen (and y0); 1 = off
+    max_new_tokens=96,           # longest synthetic and evaluation answer, in tokens
+    drop_identical=False,        # leave out pairs whose y_gen equals y (exactly zero gradient in the current term)
+    baseline=True,               # also run continued SFT from theta_0 on the same prompts and y, same steps and examples
+    baseline_lr=3e-4,            # the baseline's peak lr (AdamW, SFT's optimizer); chosen for SFT on the validation split
+    log_interval=10,             # optimizer steps between log lines
+    nan_policy="skip",           # skip: drop a non-finite step and go on; halt: stop at the first
+    max_consecutive_nans=10,     # stop after this many non-finite steps in a row, whatever the policy
+    inject_nan_step=-1,          # poison the loss at this global step (teaching, tests); -1 = never
+    resume=False,                # continue <out_dir>/<name> after its last finished iteration
+    seed=1337,                   # seeds sampling and batch order; same seed, same numbers on CPU
+    device="auto",               # auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps
     compile=False,               # torch.compile the training forward (worth it on a GPU; slow to start)
-    smoke=False,
+    smoke=False,                 # tiny data and iterations, for the tests (seconds)
 )
 
 SMOKE = dict(iters=2, epochs=1, batch_size=16, max_new_tokens=32, log_interval=2)
@@ -89,12 +100,26 @@ def per_iteration(value, it, name):
     return parts[min(it, len(parts) - 1)]
 
 
+def init_path(cfg):
+    """--init names a checkpoint file, or a run under --out_dir whose ckpt.pt is the checkpoint."""
+    path = Path(cfg.init)
+    return path if path.is_file() or path.suffix == ".pt" else Path(cfg.out_dir) / cfg.init / "ckpt.pt"
+
+
 def load_policy(cfg, device):
-    """The initial policy and its tokenizer, from the SFT checkpoint."""
-    ckpt = load_checkpoint(cfg.init)
+    """The initial policy theta_0 and its tokenizer, from the SFT checkpoint."""
+    ckpt = load_checkpoint(init_path(cfg))
     tok_path = cfg.tokenizer or ckpt["tokenizer"]["path"]
     tok = Tokenizer.load(tok_path)
-    return model_from_checkpoint(ckpt, tok, cfg.init).to(device), tok, tok_path
+    return model_from_checkpoint(ckpt, tok, init_path(cfg)).to(device), tok, tok_path
+
+
+def weight_distance(model, reference):
+    """||theta - theta_ref|| / ||theta_ref|| over all parameters: how far a run moved, 0 if not at all."""
+    params = dict(model.named_parameters())  # the tied head counted once, unlike in the state dict
+    diff = sum(float((p.detach().float() - reference[k].float()).pow(2).sum()) for k, p in params.items())
+    norm = sum(float(reference[k].float().pow(2).sum()) for k in params)
+    return (diff / norm) ** 0.5
 
 
 def load_prompts(cfg):
@@ -118,20 +143,32 @@ def synthesize(model, tok, records, cfg, seed, dist):
     return D.gather_lists(dist, ids, len(records))
 
 
-def save_answers(path, records, real, generated, tok):
-    """Readable JSONL of (prompt, real, generated) with the generated ids, for people and for --resume."""
+def play(run, it, opponent):
+    """The opponent theta_t answers every training prompt once: y_gen, saved to iter<it>/synthetic.jsonl
+    (for people, and for --resume). Logs how many answers equal the real one: such pairs give exactly
+    zero gradient in the current term, so they say how much of the data still teaches anything."""
+    t0 = time.time()
+    y_gen = synthesize(opponent, run.tok, run.records, run.cfg, seed=run.cfg.seed + 1000 * (it + 1), dist=run.dist)
+    if run.dist.main:
+        save_answers(run.run_dir / f"iter{it}" / "synthetic.jsonl", run.records, run.y, y_gen, run.tok)
+        share = identical_share(run.y, y_gen)
+        run.log.log(step=run.step, iter=it, identical_share=share, gen_seconds=time.time() - t0,
+                    gen_mean_tokens=sum(map(len, y_gen)) / len(y_gen))
+        print(f"\niteration {it}: {len(y_gen):,} answers generated in {time.time() - t0:.1f}s, "
+              f"{share:.1%} identical to the real answer", flush=True)
+    return y_gen
+
+
+def save_answers(path, records, y, y_gen, tok):
+    """Readable JSONL of (prompt, real answer y, generated answer y_gen) with y_gen's ids."""
     write_jsonl(path, [{"prompt": r["prompt"], "input": tok.decode(format_prompt(tok, r["prompt"])),
-                        "real": r["response"], "generated": tok.decode(g), "identical": y == g,
+                        "real": r["response"], "generated": tok.decode(g), "identical": real == g,
                         "generated_ids": g}
-                       for r, y, g in zip(records, real, generated)])
+                       for r, real, g in zip(records, y, y_gen)])
 
 
 def load_answers(path):
-    return [r["generated_ids"] for r in read_jsonl_raw(path)]
-
-
-def read_jsonl_raw(path):
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    return [r["generated_ids"] for r in read_json_lines(path)]
 
 
 @torch.no_grad()
@@ -152,8 +189,8 @@ def dataset_logprobs(model, prompts, responses, pad_id, device, average=False, b
 
 
 def stacked_logprobs(model, prompts, response_sets, pad_id, device, average=False):
-    """Log-probs of several answers per prompt (real, generated, [proto]) in ONE forward pass of the
-    stacked batch, with gradients. Returns one (B,) tensor per answer set."""
+    """Log-probs of several answers per prompt (y, y_gen[, y0]) in ONE forward pass of the stacked
+    batch, with gradients. Returns (one (B,) tensor per answer set, the logits for the NaN guard)."""
     B = len(prompts)
     x, y, m = (t.to(device) for t in collate(prompts * len(response_sets), [r for rs in response_sets for r in rs],
                                               pad_id))
@@ -172,34 +209,174 @@ def make_optimizer(model, cfg):
     raise ValueError(f"--optim must be rmsprop or adamw, got {cfg.optim!r}")
 
 
-def identical_share(real, generated):
-    return sum(y == g for y, g in zip(real, generated)) / max(1, len(real))
+def identical_share(y, y_gen):
+    return sum(a == b for a, b in zip(y, y_gen)) / max(1, len(y))
 
 
-def save_iteration(run, it, step, tokens_seen):
-    """Checkpoint after iteration `it`: runs/<name>/iter<it>/ckpt.pt, and runs/<name>/ckpt.pt to resume.
-    No optimizer state: each iteration starts a fresh optimizer from the new theta_t. tokens_seen rides
-    along so that a resumed run's summary counts every iteration's tokens, not only its own."""
+def fit_iteration(run, it, prompts, answers, loss_fn):
+    """The one training loop of a self-play iteration, for SPIN and T-SPIN alike: from the current model,
+    cfg.epochs passes over the examples in batches of similar length, a fresh optimizer, the papers'
+    schedule (linear warmup, then linear decay to 0), gradient clipping, the NaN guard, a log line every
+    log_interval steps.
+
+    prompts[j]: prompt ids; answers[j]: a tuple of answer ids scored in one stacked forward, the same
+    number for every example ((y, y_gen) or (y, y_gen, y0)). loss_fn(logps, idx) -> (loss, metrics):
+    logps holds one (B,) tensor per answer slot, idx the batch's example indices (to pick precomputed
+    terms such as SPIN's ref_logp_y). Advances run.step and run.tokens_seen."""
+    cfg, dist, model, guard = run.cfg, run.dist, run.model, run.guard
+    optimizer = make_optimizer(model, cfg)
+    lengths = [len(p) + max(map(len, a)) for p, a in zip(prompts, answers)]  # batch similar lengths together
+    tokens = [len(a) * len(p) + sum(map(len, a)) for p, a in zip(prompts, answers)]  # with gradients
+    steps_per_epoch = len(batches(len(prompts), cfg.batch_size, cfg.seed, 0, lengths))
+    total = cfg.epochs * steps_per_epoch
+    warmup = max(1, int(cfg.warmup_ratio * total))
+    average = cfg.logp == "mean"
+    params = [p for p in model.parameters() if p.requires_grad]
+    update_ratios = []  # |update| / |weight| of each applied step: RMSprop's steps are near sign-sized
+    run.log.log(step=run.step, iter=it, event="iteration_start", examples=len(prompts), steps=total)
+    pbar = tqdm(range(total), desc=f"{run.kind} iter {it}", disable=not dist.main, mininterval=1.0, file=sys.stdout,
+                dynamic_ncols=True)
+    for k in pbar:
+        epoch, i = divmod(k, steps_per_epoch)
+        if i == 0:
+            order = batches(len(prompts), cfg.batch_size, cfg.seed + it, epoch, lengths)
+        lr = lr_warmup_linear(k, total, warmup, cfg.lr)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        global_batch = order[i]
+        idx = global_batch[dist.rank::dist.world]
+        answer_sets = [list(s) for s in zip(*(answers[j] for j in idx))]  # one list per answer slot
+        logps, logits = stacked_logprobs(run.train_model, [prompts[j] for j in idx], answer_sets, run.tok.pad_id,
+                                         run.device, average)
+        loss, metrics = loss_fn(logps, idx)
+        loss = loss * (len(idx) / len(global_batch) * dist.world)  # exact mean over the global batch
+        if run.step == cfg.inject_nan_step:
+            loss = loss * float("nan")
+        before = torch.cat([p.detach().flatten() for p in params]) if dist.main else None
+        grad_norm, event = optimizer_step(loss, model, optimizer, guard, run.step, cfg.grad_clip, logits)
+        if event is None and dist.main:
+            after = torch.cat([p.detach().flatten() for p in params])
+            update_ratios.append(float((after - before).norm() / before.norm()))
+        if event is not None and dist.main:
+            run.log.log(iter=it, **event)
+            tqdm.write(f"step {run.step}: non-finite {event['nan_event']}, step skipped ({guard.count} so far)")
+        run.tokens_seen += sum(tokens[j] for j in global_batch)
+        run.step += 1
+        if k == 0 and dist.main:
+            run.log.log(step=run.step, iter=it, models_in_memory=count_models())
+        if (k + 1) % cfg.log_interval == 0 and event is None and dist.main:
+            run.log.log(step=run.step, iter=it, lr=lr, grad_norm=float(grad_norm), **metrics)
+            shown = {k.split("/")[-1]: f"{float(metrics[k]):.3f}" for k in ("loss", "logps/gap") if k in metrics}
+            pbar.set_postfix(**shown, nans=guard.count)
+    pbar.close()
+    if dist.main:
+        run.log.log(step=run.step, iter=it, event="iteration_end",
+                    update_ratio=sum(update_ratios) / max(1, len(update_ratios)))
+
+
+def save_iteration(run, it):
+    """Checkpoint after iteration `it`: <run>/iter<it>/ckpt.pt, and <run>/ckpt.pt to resume. No optimizer
+    state: each iteration starts a fresh optimizer from the new theta_t. tokens_seen rides along so that a
+    resumed run's summary counts every iteration's tokens, not only its own."""
     if not run.dist.main:
         return
-    state = {"kind": run.kind_id, "model": run.model.state_dict(), "model_config": run.model.config.to_dict(),
-             "config": vars(run.cfg), "tokenizer": {"path": str(run.tok_path), "sha256": run.tok.sha256},
-             "iter": it + 1, "step": step, "tokens_seen": tokens_seen, "nan_count": run.guard.count,
-             "rng": rng_state()}
+    state = checkpoint_state(run.kind_id, run.model, run.cfg, run.tok, run.tok_path, run.step, run.guard.count,
+                             iter=it + 1, tokens_seen=run.tokens_seen, theta_0=str(init_path(run.cfg)))
     save_checkpoint(run.run_dir / f"iter{it}" / "ckpt.pt", state)
     save_checkpoint(run.run_dir / "ckpt.pt", state)
 
 
+def continued_sft(run, it, x, y):
+    """The equal-compute baseline, one iteration: continued SFT from theta_0 (not from the self-play model)
+    on the same prompts x and real answers y as self-play's iteration `it`, in the same loop: the same
+    number of optimizer steps and examples, the same schedule; only the loss (the token-mean NLL of y, as
+    in train_sft.py) and the optimizer (AdamW at baseline_lr) differ. It lives in <run>/baseline/, with its
+    own metrics, evaluations and checkpoints; between iterations only its weights are kept, so the
+    self-play model is the only GPT in memory while self-play trains."""
+    base = run.baseline
+    model = GPT(run.model.config).to(run.device)
+    model.load_state_dict(base.state)
+    train_model = DDP(model, device_ids=[run.device.index] if run.device.type == "cuda" else None) \
+        if run.dist.enabled else model
+    base.model, base.train_model = model, train_model
+    if base.last_answers is None:  # its first evaluation is compared with theta_0's answers
+        base.last_answers = run.theta_0_answers
+    n_tokens = [len(r) for r in y]
+
+    def loss_fn(logps, idx):
+        (logp_y,) = logps
+        loss = sft_loss_from_logps(logp_y, sum(n_tokens[j] for j in idx))
+        return loss, {"loss": loss.detach(), "logps/real": logp_y.detach().mean()}
+
+    fit_iteration(base, it, x, [(r,) for r in y], loss_fn)
+    evaluate_iteration(base, it)
+    if run.dist.main:  # per iteration, so that a resumed run picks up the baseline where self-play is
+        save_checkpoint(base.run_dir / f"iter{it}" / "ckpt.pt", checkpoint_state(
+            base.kind_id, model, base.cfg, base.tok, base.tok_path, base.step, base.guard.count, iter=it + 1,
+            tokens_seen=base.tokens_seen))
+    base.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    base.model = base.train_model = None  # back to weights only
+
+
+def start_baseline(run, resume_iter):
+    """The baseline's state: theta_0's weights, or, on --resume, its own checkpoint after the last
+    finished iteration. Its settings are the run's, with SFT's optimizer and the baseline's own lr."""
+    cfg = SimpleNamespace(**{**vars(run.cfg), "optim": "adamw", "lr": run.cfg.baseline_lr, "logp": "sum",
+                             "inject_nan_step": -1, "name": f"{run.cfg.name}/baseline"})
+    run_dir = run.run_dir / "baseline"
+    state, step, tokens_seen, nan_count = run.theta_0, 0, 0, 0
+    if resume_iter > 0:
+        ckpt = load_checkpoint(run_dir / f"iter{resume_iter - 1}" / "ckpt.pt")
+        state, step, tokens_seen, nan_count = ckpt["model"], ckpt["step"], ckpt["tokens_seen"], ckpt["nan_count"]
+    guard = NanGuard(cfg.nan_policy, cfg.max_consecutive_nans)
+    guard.count = nan_count
+    log = RunLog(run_dir, resume_step=step if resume_iter > 0 else None, enabled=run.dist.main)
+    return SimpleNamespace(**{**vars(run), "kind": "continued SFT", "kind_id": "sft_baseline", "cfg": cfg,
+                              "run_dir": run_dir, "state": state, "step": step, "tokens_seen": tokens_seen,
+                              "guard": guard, "log": log, "model": None, "train_model": None, "baseline": None})
+
+
+TABLE_COLUMNS = [("accuracy", "accuracy", ".3f"), ("± se", "accuracy_se", ".3f"), ("pipe", "pipe_rate", ".3f"),
+                 ("eval loss", "eval_loss", ".3f"), ("eos", "eos_rate", ".2f"), ("len", "mean_len", ".1f"),
+                 ("y_gen=y", "identical_share", ".2f"), ("moved", "weight_dist", ".4f"),
+                 ("changed", "changed_answers", ".2f")]
+
+
+def iteration_rows(run_dir):
+    """{iteration: its eval metrics plus the iteration's identical-pair share}; -1 is theta_0."""
+    rows = {}
+    for r in read_metrics(run_dir):
+        if "iter" in r and ("accuracy" in r or "identical_share" in r):
+            rows.setdefault(r["iter"], {}).update(r)
+    return rows
+
+
 def results_table(run_dir, label):
-    """The per-iteration table: SFT (the initial policy) then each iteration's held-out metrics."""
-    rows = [r for r in read_metrics(run_dir) if "accuracy" in r and "iter" in r]
-    lines = [f"{'model':<14}{'accuracy':>10}{'± se':>7}{'pipe rate':>11}{'eval loss':>11}{'eos rate':>10}",
-             "-" * 63]
-    for r in rows:
-        name = "SFT (theta_0)" if r["iter"] < 0 else f"{label} iter {r['iter']}"
-        lines.append(f"{name:<14}{r['accuracy']:>10.3f}{r.get('accuracy_se', float('nan')):>7.3f}"
-                     f"{r['pipe_rate']:>11.3f}{r['eval_loss']:>11.3f}{r['eos_rate']:>10.3f}")
-    return "\n".join(lines)
+    """The per-iteration table: theta_0, then each iteration's held-out metrics, each self-play row
+    followed by its equal-compute continued-SFT row and the difference between the two, so that a reader
+    sees at once whether self-play beat it. `moved`: relative weight distance from theta_0; `changed`:
+    share of eval answers that changed since the previous row of the same method."""
+    rows, base = iteration_rows(run_dir), iteration_rows(Path(run_dir) / "baseline")
+    head = f"{'model':<22}" + "".join(f"{name:>10}" for name, _, _ in TABLE_COLUMNS)
+    lines = [head, "-" * len(head)]
+
+    def line(name, r):
+        cells = "".join(f"{format(r[k], fmt) if r.get(k) is not None else '-':>10}" for _, k, fmt in TABLE_COLUMNS)
+        return f"{name:<22}{cells}"
+
+    verdicts = []
+    for it in sorted(k for k in rows if "accuracy" in rows[k]):
+        r = rows[it]
+        lines.append(line("theta_0 (SFT)" if it < 0 else f"{label} iter {it}", r))
+        b = base.get(it)
+        if it >= 0 and b and "accuracy" in b:
+            lines.append(line(f"  continued SFT iter {it}", b))
+            diff = r["accuracy"] - b["accuracy"]
+            sigma = (r.get("accuracy_se", 0) ** 2 + b.get("accuracy_se", 0) ** 2) ** 0.5
+            word = "no difference" if abs(diff) <= 2 * sigma else ("self-play better" if diff > 0 else "self-play worse")
+            verdicts.append(f"iter {it}: {label} - continued SFT = {100 * diff:+.1f} points "
+                            f"(2 sigma = {200 * sigma:.1f}): {word}")
+    return "\n".join(lines + ([""] + verdicts if verdicts else []))
 
 
 def param_checksum(model):
@@ -211,22 +388,25 @@ def param_checksum(model):
 
 
 def count_models():
-    """How many GPT instances are alive: SPIN holds two (policy and frozen opponent), T-SPIN one."""
-    return sum(isinstance(o, GPT) for o in gc.get_objects())
+    """How many GPT instances are alive: SPIN holds two (policy and frozen opponent), T-SPIN one.
+    `type(o) is GPT`, not isinstance: isinstance would ask some of torch's lazy module objects for their
+    __class__ and print a deprecation warning in the middle of the run."""
+    return sum(type(o) is GPT for o in gc.get_objects())
 
 
-def start(defaults, kind):
+def start(defaults, kind, script):
     """Everything both self-play scripts do before their first iteration, the same way: read the command
     line (--resume takes the run's own settings), join the processes, load theta_0 and the prompts, open
-    the log and the NaN guard. Returns a namespace with what the training loop uses."""
-    cfg = parse_config(defaults, description=f"{kind} self-play fine-tuning")
-    run_dir = Path("runs") / cfg.name
+    the log and the NaN guard. Returns a namespace with what the training loop uses; run.step and
+    run.tokens_seen advance as it trains."""
+    cfg = parse_config(defaults, description=f"{kind} self-play fine-tuning", help_from=[script, __file__])
+    run_dir = run_path(cfg)
     resume = None
     if cfg.resume:
         if not (run_dir / "ckpt.pt").exists():
             die(f"--resume: no checkpoint at {run_dir / 'ckpt.pt'}")
         resume = load_checkpoint(run_dir / "ckpt.pt")
-        cfg.__dict__.update({**resume["config"], "resume": True, "init": str(run_dir / "ckpt.pt")})
+        cfg.__dict__.update({**resume["config"], "resume": True})  # the run's own settings win
     if cfg.smoke:
         cfg.__dict__.update(SMOKE)
 
@@ -239,7 +419,10 @@ def start(defaults, kind):
         records, eval_records, train_path = load_prompts(cfg)
     except (DataError, FileNotFoundError, ValueError, RuntimeError) as e:
         die(f"{e}\n(self-play starts from an SFT checkpoint: run `make sft` first, or pass --init)")
-    prompts, real = encode_records(tok, records, model.config.block_size)
+    theta_0 = {k: v.detach().clone() for k, v in model.state_dict().items()}  # for weight distances
+    if resume:
+        model.load_state_dict(resume["model"])
+    prompts, y = encode_records(tok, records, model.config.block_size)
     train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if dist.enabled else model
     if cfg.compile:
         train_model = torch.compile(train_model)  # training only: generation and evaluation use the plain model
@@ -252,33 +435,49 @@ def start(defaults, kind):
     if dist.main:
         print(f"{kind} from {cfg.init}: {len(records):,} prompts ({train_path}), {len(eval_records)} eval prompts, "
               f"iterations {start_iter}..{cfg.iters - 1}, device {device}, {dist.world} process(es)", flush=True)
-    return SimpleNamespace(kind=kind, kind_id=kind.lower().replace("-", ""), cfg=cfg, run_dir=run_dir, dist=dist,
-                           device=device, model=model,
-                           train_model=train_model, tok=tok, tok_path=tok_path, records=records,
-                           eval_records=eval_records, prompts=prompts, real=real, guard=guard, log=log,
-                           start_iter=start_iter, step=step, resumed=resume is not None, t_start=time.time(),
-                           tokens_seen=resume.get("tokens_seen", 0) if resume else 0)
+    run = SimpleNamespace(kind=kind, kind_id=kind.lower().replace("-", ""), cfg=cfg, run_dir=run_dir, dist=dist,
+                          device=device, model=model, train_model=train_model, tok=tok, tok_path=tok_path,
+                          records=records, eval_records=eval_records, prompts=prompts, y=y, guard=guard, log=log,
+                          start_iter=start_iter, step=step, resumed=resume is not None, t_start=time.time(),
+                          tokens_seen=resume.get("tokens_seen", 0) if resume else 0, theta_0=theta_0,
+                          last_answers=None, theta_0_answers=None, baseline=None)
+    if cfg.baseline:
+        run.baseline = start_baseline(run, start_iter)
+    return run
 
 
-def evaluate_iteration(run, it, step):
+def evaluate_iteration(run, it):
     """The shared evaluation after iteration `it` (-1: theta_0, the SFT row of the table)."""
     metrics, samples = evaluate(run.model, run.tok, run.eval_records, run.device, run.cfg.max_new_tokens,
                                 dist=run.dist)
+    answers = [s["response"] for s in samples]
+    metrics["weight_dist"] = weight_distance(run.model, run.theta_0)
+    if run.last_answers is not None:  # greedy answers that changed since the previous evaluation
+        metrics["changed_answers"] = sum(a != b for a, b in zip(answers, run.last_answers)) / len(answers)
+    run.last_answers = answers
+    if it < 0:
+        run.theta_0_answers = answers
     if run.dist.main:
-        run.log.log(step=step, iter=it, **metrics)
-        print(f"{'theta_0 (SFT)' if it < 0 else f'iteration {it}'} eval: {summary_line(metrics)}", flush=True)
+        run.log.log(step=run.step, iter=it, **metrics)
+        print(f"{'theta_0 (SFT)' if it < 0 else f'{run.kind} iteration {it}'} eval: {summary_line(metrics)}, "
+              f"moved {metrics['weight_dist']:.4f}", flush=True)
         show_samples(samples, n=4)
         plot_run(run.run_dir, title=f"{run.kind}: {run.cfg.name}")
 
 
-def finish(run, step, tokens_seen):
-    """summary.json, the results table, the curves' path; leave the process group."""
+def finish(run):
+    """summary.json (with the full resolved configuration), the results table, the curves' path; leave
+    the process group."""
     if run.dist.main:
         table = results_table(run.run_dir, run.kind)
         write_json(run.run_dir / "summary.json", {
-            "kind": run.kind_id, "name": run.cfg.name, "iters": run.cfg.iters, "steps": step,
+            "kind": run.kind_id, "name": run.cfg.name, "iters": run.cfg.iters, "steps": run.step,
             "wall_time_s": round(time.time() - run.t_start, 1), "nan_count": run.guard.count,
-            "tokens_seen": tokens_seen, "table": table.splitlines()})
+            "tokens_seen": run.tokens_seen, "config": vars(run.cfg), "table": table.splitlines(),
+            "iterations": {str(k): v for k, v in iteration_rows(run.run_dir).items()},
+            "baseline": None if run.baseline is None else {
+                "steps": run.baseline.step, "tokens_seen": run.baseline.tokens_seen, "lr": run.baseline.cfg.lr,
+                "iterations": {str(k): v for k, v in iteration_rows(run.baseline.run_dir).items()}}})
         print("\n" + table)
         print(f"\ncurves: {run.run_dir / 'curves.png'}")
     D.cleanup(run.dist)

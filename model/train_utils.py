@@ -7,7 +7,7 @@ The training loops themselves stay in the scripts, where a reader can see them.
 import argparse
 import json
 import math
-import os
+import re
 import sys
 import time
 from contextlib import nullcontext
@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 import torch
 
+from model.data import atomic_write, read_json_lines
 from model.gpt import GPT, GPTConfig
 
 # ----------------------------------------------------------------------------------------------------
@@ -30,16 +31,42 @@ def _str2bool(s):
     raise argparse.ArgumentTypeError(f"expected a boolean, got {s!r}")
 
 
-def parse_config(defaults, argv=None, description=None):
+RUNS_DIR = "runs"  # where runs go, by default; every script's --out_dir
+
+
+def flag_help(*sources):
+    """{key: help} from the comments beside the defaults (`    lr=3e-3,  # peak learning rate`) in these
+    source files: the comment a reader sees next to a default is the --help text, written once."""
+    helps = {}
+    for src in sources:
+        for line in Path(src).read_text(encoding="utf-8").splitlines():
+            m = re.match(r"\s+(\w+)=[^#]*#\s*(.+)$", line)
+            if m:
+                helps.setdefault(m.group(1), m.group(2).strip())
+    return helps
+
+
+def parse_config(defaults, argv=None, description=None, help_from=()):
     """--key value (or --key=value) overrides a default; the type follows the default's; a bare --flag
-    sets a boolean. Unknown keys are an error. Returns a namespace."""
-    parser = argparse.ArgumentParser(description=description, allow_abbrev=False)
+    sets a boolean. Unknown keys are an error. Help text comes from the comments beside the defaults in
+    the files `help_from`. Returns a namespace."""
+    helps = flag_help(*help_from)
+    parser = argparse.ArgumentParser(description=description, allow_abbrev=False,
+                                     formatter_class=lambda prog: argparse.HelpFormatter(prog, max_help_position=32))
     for key, value in defaults.items():
+        kind = "bool" if isinstance(value, bool) else type(value).__name__
+        shown = f" (default: {value})" if value != "" else ""
+        meta = dict(default=value, help=helps.get(key, "") + shown, metavar=kind.upper())
         if isinstance(value, bool):
-            parser.add_argument(f"--{key}", type=_str2bool, nargs="?", const=True, default=value)
+            parser.add_argument(f"--{key}", type=_str2bool, nargs="?", const=True, **meta)
         else:
-            parser.add_argument(f"--{key}", type=type(value), default=value)
+            parser.add_argument(f"--{key}", type=type(value), **meta)
     return SimpleNamespace(**vars(parser.parse_args(argv)))
+
+
+def run_path(cfg):
+    """<out_dir>/<name>: the only place that joins the two."""
+    return Path(cfg.out_dir) / cfg.name
 
 
 def print_config(cfg, title):
@@ -70,24 +97,35 @@ def autocast(device):
 # checkpoints: written atomically, loaded with weights_only=True
 
 
+def checkpoint_state(kind, model, cfg, tok, tok_path, step, nan_count, **extra):
+    """The one checkpoint format, for all three scripts: weights, the model's shape, the run's settings,
+    the tokenizer it was trained with (path and hash), the step, the NaN count, the RNG state, and what a
+    script adds to resume exactly (the optimizer state, the iteration, tokens seen)."""
+    return {"kind": kind, "model": model.state_dict(), "model_config": model.config.to_dict(), "config": vars(cfg),
+            "tokenizer": {"path": str(tok_path), "sha256": tok.sha256}, "step": step, "nan_count": nan_count,
+            "rng": rng_state(), **extra}
+
+
 def save_checkpoint(path, state):
-    """torch.save to a temporary file, then rename: a run killed mid-write leaves the old checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    """torch.save through the atomic write: a run killed mid-write leaves the old checkpoint."""
+    atomic_write(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path, map_location="cpu"):
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is not a file")
     try:
         # weights_only: a checkpoint from a stranger can hold tensors and plain data, never code
-        return torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise RuntimeError(f"cannot read checkpoint {path}: {e}") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RuntimeError(f"{path} is not a readable checkpoint ({first[:120]})") from None
+    if not isinstance(ckpt, dict) or not {"kind", "model", "model_config", "config"} <= ckpt.keys():
+        raise RuntimeError(f"{path} is not a checkpoint of this project (no kind/model/model_config/config)")
+    return ckpt
 
 
 def model_from_checkpoint(ckpt, tok, path="checkpoint"):
@@ -141,6 +179,19 @@ def nonfinite_culprit(loss, grad_norm, model, logits=None):
     return "grad_norm"
 
 
+def optimizer_step(loss, model, optimizer, guard, step, grad_clip, logits=None):
+    """The one update of every training loop: backward, clip the gradient norm, ask the NaN guard, and
+    step only if everything is finite (a poisoned step is never applied). Returns (grad_norm, event):
+    event is None for a clean step, else the guard's record of what went bad."""
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    event = guard.check(nonfinite_culprit(loss, grad_norm, model, logits), step)
+    if event is None:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm, event
+
+
 class NanGuard:
     """Counts non-finite steps; the caller skips the optimizer step. policy 'halt' stops at the first,
     'skip' goes on, and any policy stops after max_consecutive bad steps in a row."""
@@ -184,9 +235,8 @@ class RunLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         kept = []
         if resume_step is not None and self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-        self.path.write_text("".join(line + "\n" for line in kept))
+            kept = [r for r in read_json_lines(self.path, torn_tail_ok=True) if r.get("step", 0) <= resume_step]
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
         self.t0 = time.time()
 
     def log(self, **record):
@@ -199,20 +249,20 @@ class RunLog:
 
 
 def read_metrics(run_dir):
+    """A run's metrics.jsonl as a list of dicts; [] if there is none. A torn last line (a crash in
+    mid-write) is dropped."""
     path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return read_json_lines(path, torn_tail_ok=True) if path.exists() else []
 
 
 def write_json(path, obj):
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
 
 
 def die(msg):
+    """The one way a script stops on bad input: one line on stderr, exit status 2, no traceback."""
     print(f"error: {msg}", file=sys.stderr)
-    sys.exit(1)
+    sys.exit(2)
 
 
 # ----------------------------------------------------------------------------------------------------

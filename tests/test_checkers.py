@@ -1,19 +1,20 @@
 """The answer checkers: right answers pass in every phrasing, near-misses fail; metrics match hand counts."""
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from data.make_data import (
-    ARITH_RESP,
-    CAPITAL_FWD_RESP,
-    CAPITAL_REV_RESP,
-    FISH_RESP,
-    TABLE_INTROS,
-    WORD_RESP,
-    table_record,
-)
-from model.checkers import CAPITALS, eval_metrics, has_pipe_leak, numbers_in, parse_table, score
+from data.tasks import has_pipe_leak, score
+from data.tasks.arith import ARITH_RESP
+from data.tasks.capital import CAPITAL_FWD_RESP, CAPITAL_REV_RESP, CAPITALS
+from data.tasks.common import numbers_in
+from data.tasks.fish import FISH_RESP
+from data.tasks.table import TABLE_INTROS, parse_table, table_record
+from data.tasks.word import WORD_RESP
+from model.evaluate import eval_metrics
 
 
 def rec(task, answer):
@@ -202,6 +203,14 @@ def test_parse_table():
 
 
 # --- dispatch, pipe leaks, metrics -------------------------------------------------------------------
+
+
+def test_families_import_nothing_from_model():
+    # model/evaluate.py imports data.tasks: the other direction would be a cycle
+    code = "import sys, data.tasks; print(sorted(m for m in sys.modules if m.split('.')[0] in ('model', 'torch')))"
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_unknown_family_is_none():

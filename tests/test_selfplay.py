@@ -2,17 +2,16 @@
 
 import json
 import subprocess
-from pathlib import Path
 
 import pytest
 from conftest import ROOT, run_script
 
-from model.data import format_prompt
+from model.data import format_prompt, read_json_lines
 from model.tokenizer import Tokenizer
 
 
 def read_lines(path):
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    return read_json_lines(path)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +37,11 @@ def test_spin_smoke_iterations_log_the_trl_metrics(spin_run):
         assert key in train[0]
     evals = [r for r in rows if "accuracy" in r]
     assert [r["iter"] for r in evals] == [-1, 0, 1]  # SFT, then each iteration
-    assert all("identical_share" in r for r in rows if "pairs" in r)
+    # every iteration says how many of its pairs are y_gen == y (zero gradient) and how many it trains on
+    assert [r["iter"] for r in rows if "identical_share" in r] == [0, 1]
+    assert all(0 <= r["identical_share"] <= 1 for r in rows if "identical_share" in r)
+    starts = [r for r in rows if r.get("event") == "iteration_start"]
+    assert [r["examples"] for r in starts] == [128, 128] and all(r["steps"] > 0 for r in starts)
     assert (spin_run / "curves.png").exists() and (spin_run / "iter1" / "ckpt.pt").exists()
     assert "SPIN iter 1" in "\n".join(json.loads((spin_run / "summary.json").read_text())["table"])
 
@@ -81,7 +84,8 @@ def test_tspin_smoke_keeps_one_model_and_reuses_proto(tspin_run):
 def test_tspin_resume_continues_after_the_last_iteration(tspin_run):
     cwd = tspin_run.parents[1]
     tokens_before = json.loads((tspin_run / "summary.json").read_text())["tokens_seen"]
-    run_script("train_tspin.py", "--resume", "--iters", 3, cwd=cwd, check=False)
+    proc = run_script("train_tspin.py", "--resume", "--iters", 3, cwd=cwd)
+    assert "T-SPIN iter 1" in proc.stdout
     # --resume takes the run's own settings (iters=2): nothing left to do, the table is printed again
     rows = read_lines(tspin_run / "metrics.jsonl")
     assert [r["iter"] for r in rows if "accuracy" in r] == [-1, 0, 1]
@@ -95,3 +99,43 @@ def test_make_spin_and_tspin_run_sft_first_when_missing():
                              capture_output=True, text=True).stdout
         assert "train_sft.py" in out and f"train_{target}.py" in out
         assert out.index("train_sft.py") < out.index(f"train_{target}.py")
+
+
+def test_baseline_runs_the_same_steps_and_examples_as_self_play(tspin_run):
+    """The equal-compute continued-SFT baseline: same prompts and real answers, same optimizer steps and
+    examples per iteration, from theta_0; its rows are in the table and in summary.json."""
+    starts = [r for r in read_lines(tspin_run / "metrics.jsonl") if r.get("event") == "iteration_start"]
+    base_starts = [r for r in read_lines(tspin_run / "baseline" / "metrics.jsonl")
+                   if r.get("event") == "iteration_start"]
+    assert [(r["iter"], r["examples"], r["steps"]) for r in base_starts] == \
+           [(r["iter"], r["examples"], r["steps"]) for r in starts]
+    summary = json.loads((tspin_run / "summary.json").read_text())
+    assert summary["baseline"]["steps"] == summary["steps"] > 0
+    assert set(summary["baseline"]["iterations"]) == {"0", "1"}
+    assert sum("continued SFT iter" in line for line in summary["table"]) == 2
+    assert summary["config"]["baseline"] is True and summary["config"]["name"] == "tspin"
+    # the baseline starts from theta_0, not from the self-play model, and moves
+    evals = {r["iter"]: r for r in read_lines(tspin_run / "baseline" / "metrics.jsonl") if "accuracy" in r}
+    assert 0 < evals[0]["weight_dist"] < evals[1]["weight_dist"]
+
+
+def test_identical_pairs_are_counted_from_the_token_ids(tspin_run, small_data):
+    """identical_share is the share of y_gen equal to y token for token (EOS included)."""
+    from model.data import format_response
+
+    tok = Tokenizer.load(small_data / "tokenizer")
+    for it in (0, 1):
+        lines = read_lines(tspin_run / f"iter{it}" / "synthetic.jsonl")
+        expected = sum(format_response(tok, s["real"]) == s["generated_ids"] for s in lines) / len(lines)
+        logged = [r["identical_share"] for r in read_lines(tspin_run / "metrics.jsonl")
+                  if "identical_share" in r and r["iter"] == it]
+        assert logged == [expected]
+
+
+def test_every_iteration_says_how_far_the_model_moved(tspin_run):
+    rows = read_lines(tspin_run / "metrics.jsonl")
+    evals = {r["iter"]: r for r in rows if "accuracy" in r}
+    assert evals[-1]["weight_dist"] == 0.0 and 0 < evals[0]["weight_dist"] < evals[1]["weight_dist"]
+    assert all(0 <= evals[i]["changed_answers"] <= 1 for i in (0, 1))
+    ends = [r for r in rows if r.get("event") == "iteration_end"]
+    assert len(ends) == 2 and all(0 < r["update_ratio"] < 0.1 for r in ends)

@@ -71,6 +71,10 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(small_data, tmp_path):
     resumed = load_checkpoint(tmp_path / "runs/killed/ckpt.pt")["model"]
     for name in whole:
         assert torch.equal(whole[name], resumed[name]), name
+    # tokens seen continue from the checkpoint: neither restarted nor counted twice
+    summary = {n: json.loads((tmp_path / "runs" / n / "summary.json").read_text()) for n in ("whole", "killed")}
+    assert summary["whole"]["tokens_seen"] > 0
+    assert summary["killed"]["tokens_seen"] == summary["whole"]["tokens_seen"]
     # the log reads as if the run had never been killed: one training record per logged step
     steps = [r["step"] for r in read_lines(tmp_path / "runs/killed/metrics.jsonl") if "tok_per_s" in r]
     assert steps == sorted(set(steps))
@@ -94,3 +98,15 @@ def test_checkpoint_from_another_tokenizer_is_refused(sft_run):
     other = Tokenizer.train(["some other text entirely, with other words and more of them"] * 50, vocab_size=270)
     with pytest.raises(ValueError, match="another tokenizer"):
         model_from_checkpoint(ckpt, other)
+
+
+@pytest.mark.parametrize("script", ["train_sft.py", "train_spin.py", "train_tspin.py"])
+def test_help_explains_every_flag(script, tmp_path):
+    """--help gives every flag a line of explanation, taken from the comment beside its default."""
+    import re
+
+    out = run_script(script, "--help", cwd=tmp_path).stdout
+    flags = re.findall(r"^  (--\w+)(?: \[?[A-Z]+\]?)?(.*)$", out, flags=re.M)
+    assert len(flags) > 20
+    for flag, help_text in flags:
+        assert re.search(r"[a-z]{3}", help_text.replace("(default:", "")), f"{script} {flag} has no help"
