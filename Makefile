@@ -11,7 +11,7 @@ SFT_NAME ?= sft$(SFX)
 SFT_CKPT := runs/$(SFT_NAME)/ckpt.pt
 export PYTHONHASHSEED := 0
 
-.PHONY: setup data sft spin tspin paper notebooks test bench lint clean
+.PHONY: setup data sft spin tspin sample paper notebooks test bench lint clean
 
 setup: $(VENV)
 
@@ -41,6 +41,11 @@ spin: $(SFT_CKPT)
 
 tspin: $(SFT_CKPT)
 	$(PY) train_tspin.py --name tspin$(SFX) --init $(SFT_CKPT) $(FLAGS)
+
+# the SFT model and the latest self-play run (runs/tspin or runs/spin, whichever was written last) answer
+# the same eval prompts, one per task family, with the checkers' verdicts
+sample: $(SFT_CKPT)
+	$(PY) sample.py runs/$(SFT_NAME) $$(ls -t runs/tspin$(SFX)/ckpt.pt runs/spin$(SFX)/ckpt.pt 2>/dev/null | head -1 | xargs -r dirname) --eval 5
 
 paper: data
 	$(PY) -m experiments.paper $(FLAGS)

@@ -1,58 +1,91 @@
 """
-Sampler speed: naive (no cache, a full forward per token) vs KV-cached generation, haiku model.
-Prints a table, then one JSON line. Not a test: numbers depend on the machine and on what else runs.
+Sampler speed against the kept oracles, haiku model, all timings interleaved in one process:
+  - naive_generate (no cache, a full forward per token) vs generate, batch 1, 128 new tokens;
+  - generate with the module-forward decode step (lean=False, the oracle) vs the lean step
+    (GPT.decode_step), at batch 1 (128 new tokens) and batch 256 (mixed prompt lengths, 64 new tokens);
+  - the out-of-place sampling step vs sample_next's in-place one, batch 256.
+Prints a table and writes runs/bench/bench.json ["sampler"]. Not a test: numbers depend on the machine
+and on what else runs; ratios are medians of round-by-round pairs, tokens/s from the best round.
 
-    python -m bench.sampler [--threads N] [--repeats 3]
+    python -m bench.sampler [--threads 1] [--rounds 3]
 """
 
 import argparse
-import json
-import platform
-import time
 
 import torch
 
+from bench.common import interleaved, machine, matmul_peak, ratio, save, set_threads
 from model import GPT, GPTConfig, generate, naive_generate
+from model.sampler import sample_next
 
-PROMPT, NEW = 32, 128
+NEW, NEW_B256 = 128, 64
 
 
-def tokens_per_s(fn, model, batch, repeats):
-    g = torch.Generator().manual_seed(0)
-    prompts = [torch.randint(0, 1000, (PROMPT,), generator=g).tolist() for _ in range(batch)]
-    fn(model, prompts[:2], 4)  # warm-up: first-call allocations
-    best = float("inf")
-    for _ in range(repeats):  # best of N: the least disturbed run
-        t = time.perf_counter()
-        fn(model, prompts, NEW, temperature=1.0, seed=0)
-        best = min(best, time.perf_counter() - t)
-    return batch * NEW / best
+def prompts(batch, lo, hi, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, 2000, (int(torch.randint(lo, hi + 1, (), generator=g)),), generator=g).tolist()
+            for _ in range(batch)]
+
+
+def sample_next_out_of_place(logits, u, temperature=1.0):
+    """sample_next before it reused its buffer (a fresh tensor per op): same tokens, the timing oracle."""
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    cdf = probs.cumsum(dim=-1)
+    return torch.searchsorted(cdf, (u[:, None] * cdf[:, -1:]).contiguous(), right=True).squeeze(-1)
+
+
+def flops_per_token(model, context):
+    """Forward matmul FLOPs of one new token: 2 per weight (embeddings are lookups, the tied head is not)
+    plus attention over `context` cached keys."""
+    c = model.config
+    n = model.num_params() - model.wpe.weight.numel()
+    return 2 * n + 4 * c.n_layer * c.n_embd * context
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap = argparse.ArgumentParser(description=__doc__.strip().split("\n")[0])
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default, all cores)")
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     torch.manual_seed(0)
     model = GPT(GPTConfig.haiku()).eval()
-    print(f"haiku {model.num_params():,} params | prompt {PROMPT}, {NEW} new tokens | "
-          f"{torch.get_num_threads()} threads | {platform.processor() or platform.machine()}")
-    results = {}
-    for batch in (1, 64):
-        results[f"naive_b{batch}"] = tokens_per_s(naive_generate, model, batch, args.repeats)
-        results[f"cached_b{batch}"] = tokens_per_s(generate, model, batch, args.repeats)
-    results["cached_b256"] = tokens_per_s(generate, model, 256, args.repeats)
-    print(f"{'batch':>6} {'naive tok/s':>12} {'cached tok/s':>13} {'speed-up':>9}")
-    for batch in (1, 64):
-        n, c = results[f"naive_b{batch}"], results[f"cached_b{batch}"]
-        print(f"{batch:>6} {n:>12.0f} {c:>13.0f} {c / n:>8.1f}x")
-    print(f"{256:>6} {'':>12} {results['cached_b256']:>13.0f}")
-    results.update(speedup_b1=results["cached_b1"] / results["naive_b1"],
-                   speedup_b64=results["cached_b64"] / results["naive_b64"], threads=torch.get_num_threads())
-    print(json.dumps({k: round(v, 2) for k, v in results.items()}))
+    peak = matmul_peak(seconds=1.0)
+    print(f"haiku {model.num_params():,} params | temperature 1 | {machine()}")
+    print(f"fp32 matmul peak (1024^3): {peak:.1f} GFLOP/s")
+
+    one, many = prompts(1, 32, 32), prompts(256, 8, 32)  # batch 256: mixed lengths, so padded
+    logits = torch.randn(256, model.config.vocab_size)
+    u = torch.rand(256)
+    fns = {
+        "naive_b1": lambda: naive_generate(model, one, NEW),
+        "oracle_b1": lambda: generate(model, one, NEW, lean=False),
+        "lean_b1": lambda: generate(model, one, NEW),
+        "oracle_b256": lambda: generate(model, many, NEW_B256, lean=False),
+        "lean_b256": lambda: generate(model, many, NEW_B256),
+        "sample_oop_b256": lambda: sample_next_out_of_place(logits, u),
+        "sample_b256": lambda: sample_next(logits, u),
+    }
+    best, times = interleaved(fns, args.rounds, min_s=0.2, budget_s=60)
+    tps = {k: NEW / best[k] if k.endswith("b1") else 256 * NEW_B256 / best[k] for k in fns if "sample" not in k}
+    out = {"matmul_peak_gflops": round(peak, 1)}
+    print(f"{'path':>12} {'tok/s':>9} {'of peak':>8}")
+    for k, v in tps.items():
+        fpt = flops_per_token(model, 32 + NEW // 2 if k.endswith("b1") else 20 + NEW_B256 // 2)  # mean context
+        print(f"{k:>12} {v:>9.0f} {v * fpt / 1e9 / peak:>7.1%}")
+        out[f"tok_s_{k}"] = round(v)
+        out[f"frac_peak_{k}"] = round(v * fpt / 1e9 / peak, 4)
+    ratios = {
+        "generate_vs_naive_b1": ratio(times, "naive_b1", "lean_b1"),
+        "oracle_vs_naive_b1": ratio(times, "naive_b1", "oracle_b1"),
+        "lean_vs_oracle_b1": ratio(times, "oracle_b1", "lean_b1"),
+        "lean_vs_oracle_b256": ratio(times, "oracle_b256", "lean_b256"),
+        "in_place_vs_out_of_place_sampling_b256": ratio(times, "sample_oop_b256", "sample_b256"),
+    }
+    for k, v in ratios.items():
+        print(f"{k:>40} {v:6.2f}x")
+        out[k] = round(v, 3)
+    save("sampler", out)
 
 
 if __name__ == "__main__":

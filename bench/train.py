@@ -1,73 +1,118 @@
 """
-Training speed: forward + backward + AdamW tokens/s of the haiku model, and the fraction of this machine's
-fp32 matmul peak it reaches (the peak is measured here, in the same run, with a large square matmul).
-Prints a table, then one JSON line. Not a test.
+Training speed, haiku model, in one process:
+  - a plain full-head step (forward, loss, backward, AdamW) at three shapes: tokens/s and the share of
+    this machine's fp32 matmul peak (measured here, in the same run, with a large square matmul);
+  - the full-head step (the oracle) vs response-only scoring (GPT.response_logprobs) on a batch shaped
+    like self-play's (a prompt of 6-16 tokens stacked with 3 answers of 3-40, right-padded), interleaved: the SFT loss, the
+    summed sequence log-probs of self-play, and a no-grad scoring pass (reference log-probs, eval loss).
+Prints a table and writes runs/bench/bench.json ["train"]. Not a test.
 
-    python -m bench.train [--threads N]
+    python -m bench.train [--threads 1] [--rounds 5]
 """
 
 import argparse
-import json
-import time
 
 import torch
 
+from bench.common import interleaved, machine, matmul_peak, ratio, save, set_threads
 from model import GPT, GPTConfig
+from model.data import collate
+from model.losses import sequence_logprobs, sft_loss
 
 
-def matmul_peak(n=1024, seconds=2.0):
-    """fp32 GFLOP/s of an n x n matmul: the best this machine's BLAS does."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best, t_end = 0.0, time.perf_counter() + seconds
-    while time.perf_counter() < t_end:
-        t = time.perf_counter()
-        a @ b
-        best = max(best, 2 * n**3 / (time.perf_counter() - t) / 1e9)
-    return best
-
-
-def flops_per_token(model, T):
-    """6 N (matmul weights, forward + backward) + attention scores and values (PaLM appendix B)."""
+def flops_per_step(model, tokens, T, scored=None):
+    """6 FLOPs per weight and token (forward + backward) for the matmuls, the head only at the scored
+    positions (all by default), plus attention scores and values (PaLM appendix B)."""
     c = model.config
-    n = model.num_params() - model.wpe.weight.numel()  # position embeddings are a lookup, no matmul
-    return 6 * n + 12 * c.n_layer * c.n_embd * T
+    head = model.lm_head.weight.numel()
+    body = model.num_params() - model.wpe.weight.numel() - head  # embeddings are lookups
+    scored = tokens if scored is None else scored
+    return 6 * body * tokens + 6 * head * scored + 12 * c.n_layer * c.n_embd * T * tokens
 
 
-def train_tokens_per_s(model, B, T, steps=8):
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x = torch.randint(0, model.config.vocab_size, (B, T))
-    best = float("inf")
-    for i in range(steps + 2):
-        t = time.perf_counter()
-        loss = torch.nn.functional.cross_entropy(model(x).flatten(0, 1), x.flatten())
-        loss.backward()
+def train_step(model, opt, loss_fn):
+    def fn():
+        loss_fn().backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        if i >= 2:  # the first steps allocate
-            best = min(best, time.perf_counter() - t)
-    return B * T / best
+    return fn
+
+
+def our_batch(n_prompts, vocab, seed=0):
+    """A self-play batch of random tokens with our data's lengths: each prompt (6-16 tokens) stacked
+    with 3 answers (real, generated, proto: 3-40 tokens each, EOS included), as model/selfplay.py does."""
+    g = torch.Generator().manual_seed(seed)
+
+    def seq(lo, hi):
+        return torch.randint(1, vocab, (int(torch.randint(lo, hi + 1, (), generator=g)),), generator=g).tolist()
+
+    prompts = [seq(6, 16) for _ in range(n_prompts)]
+    return collate(prompts * 3, [seq(3, 40) for _ in range(3 * n_prompts)], pad_id=0)
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--threads", type=int, default=0)
+    ap = argparse.ArgumentParser(description=__doc__.strip().split("\n")[0])
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default, all cores)")
+    ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     torch.manual_seed(0)
     model = GPT(GPTConfig.haiku())
-    peak = matmul_peak()
-    print(f"fp32 matmul peak (1024^3, {torch.get_num_threads()} threads): {peak:.1f} GFLOP/s")
-    print(f"{'shape':>12} {'tok/s':>9} {'GFLOP/s':>9} {'of peak':>8}")
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    peak = matmul_peak(seconds=1.0)
+    print(f"haiku {model.num_params():,} params | {machine()}")
+    print(f"fp32 matmul peak (1024^3): {peak:.1f} GFLOP/s")
     out = {"matmul_peak_gflops": round(peak, 1)}
-    for B, T in [(64, 32), (64, 64), (16, 256)]:  # our SFT batches are ~64 x 30 tokens
-        tps = train_tokens_per_s(model, B, T)
-        gflops = tps * flops_per_token(model, T) / 1e9
-        print(f"{B:>5} x {T:<5} {tps:>9.0f} {gflops:>9.1f} {gflops / peak:>7.1%}")
-        out[f"tok_s_{B}x{T}"] = round(tps)
-        out[f"frac_peak_{B}x{T}"] = round(gflops / peak, 3)
-    print(json.dumps(out))
+
+    # plain full-head steps on random tokens, every position scored (nanoGPT's training step)
+    shapes = [(64, 32), (64, 64), (16, 256)]  # our SFT batches are ~32-64 x 30 tokens
+    full = {}
+    for B, T in shapes:
+        x = torch.randint(0, model.config.vocab_size, (B, T + 1))
+        full[f"{B}x{T}"] = train_step(model, opt, lambda x=x: torch.nn.functional.cross_entropy(
+            model(x[:, :-1]).flatten(0, 1), x[:, 1:].flatten()))
+
+    # full head (oracle) vs response-only scoring, on a batch shaped like ours
+    x, y, m = our_batch(32, model.config.vocab_size)
+    scored, T = int(m.sum()), x.size(1)
+
+    def seq_full():
+        return -sequence_logprobs(model(x), y, m).mean()
+
+    def seq_resp():
+        return -model.response_logprobs(x, y, m).sum(-1).mean()
+
+    @torch.no_grad()
+    def score_full():
+        sequence_logprobs(model(x), y, m)
+
+    @torch.no_grad()
+    def score_resp():
+        model.response_logprobs(x, y, m).sum(-1)
+
+    fns = {**full,
+           "sft_full": train_step(model, opt, lambda: sft_loss(model(x), y, m)),
+           "sft_resp": train_step(model, opt, lambda: -model.response_logprobs(x, y, m).sum() / m.sum()),
+           "seq_full": train_step(model, opt, seq_full), "seq_resp": train_step(model, opt, seq_resp),
+           "score_full": score_full, "score_resp": score_resp}
+    best, times = interleaved(fns, args.rounds, min_s=0.1, budget_s=40)
+
+    print(f"{'step':>10} {'tok/s':>9} {'GFLOP/s':>9} {'of peak':>8}")
+    rows = [(f"{B}x{T_}", B * T_, flops_per_step(model, B * T_, T_)) for B, T_ in shapes]
+    n = x.numel()
+    rows += [("sft_full", n, flops_per_step(model, n, T)), ("sft_resp", n, flops_per_step(model, n, T, scored))]
+    for name, tokens, flops in rows:
+        gflops = flops / best[name] / 1e9
+        print(f"{name:>10} {tokens / best[name]:>9.0f} {gflops:>9.1f} {gflops / peak:>7.1%}")
+        out[f"tok_s_{name}"] = round(tokens / best[name])
+        out[f"frac_peak_{name}"] = round(gflops / peak, 4)
+    print(f"batch of {x.size(0)} x {T}: {scored / n:.0%} of the positions are scored answer tokens")
+    out["scored_share"] = round(scored / n, 3)
+    for what in ("sft", "seq", "score"):
+        r = ratio(times, f"{what}_full", f"{what}_resp")
+        print(f"{'response-only vs full head, ' + what:>40} {r:6.2f}x")
+        out[f"resp_vs_full_{what}"] = round(r, 3)
+    save("train", out)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ import torch
 from data.tasks import pipes_allowed, score
 from model.data import collate, encode_records, format_prompt, sorted_batches
 from model.dist import Dist, all_reduce_sum, gather_lists
-from model.losses import sft_loss
 from model.sampler import generate
 from model.train_utils import autocast
 
@@ -41,10 +40,9 @@ def reference_loss(model, tok, records, device, batch_size=64):
     for idx in sorted_batches([len(p) + len(r) for p, r in zip(prompts, responses)], batch_size):
         x, y, m = (t.to(device) for t in collate([prompts[j] for j in idx], [responses[j] for j in idx], tok.pad_id))
         with autocast(device):
-            logits = model(x)
-        n = m.sum()
-        total += sft_loss(logits, y, m) * n
-        count += n
+            token_lp = model(x, targets=y, mask=m)  # the head at response positions only
+        total -= token_lp.sum()
+        count += m.sum()
     model.train(was_training)
     return total, count
 

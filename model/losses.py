@@ -17,14 +17,22 @@ def token_logprobs(logits, targets):
     return torch.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
 
 
-def sequence_logprobs(logits, targets, mask, average=False):
-    """Per-example log-prob of the masked (response) tokens, (B,): a sum, or a mean if average."""
-    lp = (token_logprobs(logits, targets) * mask).sum(dim=-1)
+def masked_sum(token_lp, mask, average=False):
+    """Per-example log-prob from token log-probs that are 0 outside the response, (B,): a sum, or a mean
+    over the response tokens if average. Takes the output of GPT.response_logprobs (the fast path)."""
+    lp = token_lp.sum(dim=-1)
     return lp / mask.sum(dim=-1).clamp_min(1) if average else lp
 
 
+def sequence_logprobs(logits, targets, mask, average=False):
+    """Per-example log-prob of the masked (response) tokens from full logits, (B,): the plain version,
+    kept as the oracle of model(x, targets=y, mask=m) (which runs the head at response positions only)."""
+    return masked_sum(token_logprobs(logits, targets) * mask, mask, average)
+
+
 def sft_loss(logits, targets, mask):
-    """Mean negative log-likelihood over all response tokens of the batch (token-weighted)."""
+    """Mean negative log-likelihood over all response tokens of the batch (token-weighted), from full
+    logits: the oracle of sft_loss_from_logps on the fast path."""
     nll = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
     return (nll * mask.flatten()).sum() / mask.sum().clamp_min(1)
 

@@ -5,7 +5,7 @@ import torch
 
 from model import GPT, GPTConfig, generate, naive_generate
 from model.gpt import KVCache
-from model.sampler import sample_next
+from model.sampler import sample_next, stream
 
 TINY = dict(vocab_size=64, block_size=64, n_layer=2, n_head=2, n_embd=32)
 
@@ -163,3 +163,76 @@ def test_prompt_beyond_context_is_a_clear_error(random_model):
         naive_generate(random_model, [[1] * 60], 10)
     with pytest.raises(ValueError, match="empty"):
         generate(random_model, [[]], 5)
+
+
+@pytest.mark.parametrize("temperature", [0, 1.0])
+def test_stream_equals_generate_row_zero(trained_model, temperature):
+    """The chat CLI's stream draws what generate() draws for a lone prompt, EOS included, then stops."""
+    prompt = random_prompts(1, [5], 60, seed=9)[0]
+    free = generate(trained_model, [prompt], 20, temperature=temperature, seed=3)[0]
+    assert list(stream(trained_model, prompt, 20, temperature=temperature, seed=3)) == free
+    eos = free[6]
+    cut = generate(trained_model, [prompt], 20, temperature=temperature, seed=3, eos_id=eos)[0]
+    assert cut == free[: free.index(eos) + 1]
+    assert list(stream(trained_model, prompt, 20, temperature=temperature, seed=3, eos_id=eos)) == cut
+
+
+def test_stream_restores_training_mode():
+    model = GPT(GPTConfig(**TINY)).train()
+    tokens = stream(model, [1, 2, 3], 5, seed=0)
+    next(tokens)
+    assert not model.training  # dropout off while sampling
+    tokens.close()  # the caller stops early
+    assert model.training
+
+
+def reference_sample_next(logits, u, temperature=1.0, top_k=None, top_p=None):
+    """The out-of-place sampler that sample_next replaced (fresh tensors at every op): the oracle."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    if top_p is not None and top_p < 1.0:
+        p_sorted, order = probs.sort(dim=-1, descending=True)
+        drop = (p_sorted.cumsum(dim=-1) - p_sorted) >= top_p
+        probs = torch.zeros_like(probs).scatter(-1, order, p_sorted.masked_fill(drop, 0.0))
+    cdf = probs.cumsum(dim=-1)
+    idx = torch.searchsorted(cdf, (u[:, None] * cdf[:, -1:]).contiguous(), right=True)
+    return idx.squeeze(-1).clamp_max(logits.size(-1) - 1)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(temperature=0.7), dict(top_k=20), dict(top_p=0.9),
+                                dict(temperature=1.3, top_k=50, top_p=0.8)])
+def test_in_place_sampling_picks_what_the_out_of_place_one_picks(kw):
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3000, 512, generator=g) * torch.rand(3000, 1, generator=g) * 6  # flat to peaked
+    u = torch.rand(3000, generator=g)
+    before = logits.clone()
+    assert torch.equal(sample_next(logits, u, **kw), reference_sample_next(logits, u, **kw))
+    assert torch.equal(logits, before), "the caller's logits must stay untouched"
+
+
+@pytest.mark.parametrize("temperature", [0, 1.0])
+def test_lean_decode_gives_the_oracles_tokens(trained_model, temperature):
+    """Mixed prompt lengths (so padding), an EOS that ends some rows early (so rows are dropped)."""
+    prompts = random_prompts(13, [1, 4, 9, 2, 13, 6, 3], 60, seed=10)
+    kw = dict(temperature=temperature, seed=4)
+    free = generate(trained_model, prompts, 24, lean=False, **kw)
+    eos = free[0][5]
+    assert sum(eos in row for row in free) >= 2, "precondition: the EOS ends several rows early"
+    for eos_id in (None, eos):
+        oracle = generate(trained_model, prompts, 24, eos_id=eos_id, lean=False, **kw)
+        assert generate(trained_model, prompts, 24, eos_id=eos_id, **kw) == oracle
+    assert oracle != free
+
+
+def test_lean_decode_gives_the_oracles_tokens_at_large_batch(random_model):
+    """The decode step is bit-identical (same kernels), so even 300 sampled rows agree token for token;
+    a random model's flat logits make every row a fresh draw (no shared greedy answer)."""
+    prompts = random_prompts(300, [2, 7, 5, 11], 64, seed=11)
+    oracle = generate(random_model, prompts, 12, seed=5, batch_size=160, lean=False, eos_id=3)
+    assert generate(random_model, prompts, 12, seed=5, batch_size=160, eos_id=3) == oracle
+    assert len({tuple(r) for r in oracle}) > 250

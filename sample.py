@@ -1,0 +1,307 @@
+"""
+Talk to a checkpoint, or to several side by side: your prompts, N prompts of the eval split with the
+checkers' verdicts, or a chat with the answer streamed as it is sampled.
+
+    python sample.py runs/tspin --prompt "What is the capital of France?"
+    python sample.py runs/sft runs/tspin/iter0 runs/tspin --eval 20 --out answers.md
+    python sample.py runs/sft --prompt_file prompts.txt --num_samples 3 --temperature 1.0
+    python sample.py runs/sft --chat
+
+A run directory means its latest checkpoint (runs/<name>/ckpt.pt); runs/tspin/iter1 is the model after
+self-play iteration 1. Several checkpoints answer the same prompts with the same seed. Sampling defaults
+are nanochat's chat_cli's (temperature 0.6, top-k 50); --eval answers greedily through the evaluation's
+own code, so its accuracy is the one a run's evaluation gives on the same prompts.
+"""
+
+import argparse
+import codecs
+import json
+import shlex
+import sys
+import unicodedata
+from pathlib import Path
+
+from data.tasks import has_pipe_leak
+from model.data import DataError, format_prompt, read_jsonl
+from model.evaluate import evaluate
+from model.sampler import generate, stream
+from model.tokenizer import Tokenizer
+from model.train_utils import die, load_checkpoint, model_from_checkpoint, pick_device
+
+parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip(), allow_abbrev=False)
+parser.add_argument("checkpoints", nargs="+", metavar="RUN_OR_CKPT",
+                    help="run directories (their latest ckpt.pt, e.g. runs/sft, runs/tspin/iter1) or ckpt.pt files")
+parser.add_argument("--prompt", action="append", default=[], help="a prompt to answer (repeat the flag for more)")
+parser.add_argument("--prompt_file", default="", help="prompts, one per line, or JSONL records with a 'prompt' field")
+parser.add_argument("--eval", type=int, default=0, metavar="N",
+                    help="answer N prompts spread over the eval split (greedy, as the evaluation) and score them")
+parser.add_argument("--eval_data", default="",
+                    help="the eval split for --eval (default: the one the first checkpoint was trained with)")
+parser.add_argument("--chat", action="store_true", help="interactive chat, answers streamed; /temp x, /reset, /quit")
+parser.add_argument("--temperature", type=float, default=None,
+                    help="sampling temperature, 0 is greedy (default 0.6; --eval is always greedy)")
+parser.add_argument("--top_k", type=int, default=50, help="sample among the k most likely tokens only (0: all)")
+parser.add_argument("--top_p", type=float, default=1.0, help="nucleus: the fewest tokens holding this much probability (1: off)")
+parser.add_argument("--max_new_tokens", type=int, default=0,
+                    help="longest answer in tokens (default: the checkpoint's evaluation length, 96 unless changed)")
+parser.add_argument("--num_samples", type=int, default=1, help="answers per prompt, each from its own random stream")
+parser.add_argument("--seed", type=int, default=1337, help="random seed: the same seed gives the same text on CPU")
+parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+parser.add_argument("--out", default="", help="also write the answers as a markdown table to this file (e.g. answers.md)")
+parser.error = die  # a bad flag is one line too, like every other error here (--help shows the usage)
+args = parser.parse_args()
+
+# -----------------------------------------------------------------------------------------------------
+# what to do: check the combination of flags before loading anything
+asked = [name for name, on in [("--prompt/--prompt_file", args.prompt or args.prompt_file), ("--eval", args.eval),
+                               ("--chat", args.chat)] if on]
+if len(asked) != 1:
+    die("give one of --prompt/--prompt_file, --eval N or --chat" + (f" (got {' and '.join(asked)})" if asked else ""))
+if args.eval < 0 or args.num_samples < 1 or args.top_k < 0 or args.max_new_tokens < 0:
+    die("--eval, --top_k and --max_new_tokens cannot be negative, and --num_samples is at least 1")
+if args.eval and (args.temperature not in (None, 0.0) or args.num_samples > 1):
+    die("--eval answers each prompt once, greedily, as the evaluation does: drop --temperature and --num_samples")
+if args.chat and (len(args.checkpoints) > 1 or args.out):
+    die("--chat talks to one checkpoint and writes no table (use --prompt with several checkpoints and --out)")
+temperature = 0.6 if args.temperature is None else args.temperature
+top_k = args.top_k or None
+device = pick_device(args.device)
+
+
+def load(arg):
+    """A run directory or a checkpoint file -> (checkpoint dict, model on the device, tokenizer); one-line
+    errors for what a user can get wrong: a path that is not there, a file that is not one of our checkpoints."""
+    path = Path(arg)
+    if path.is_dir():
+        path = path / "ckpt.pt"
+        if not path.exists():
+            die(f"{arg}: no ckpt.pt in this directory (not a run, or its first checkpoint is not written yet)")
+    elif not path.exists():
+        die(f"{arg}: no such run directory or checkpoint file")
+    try:
+        ckpt = load_checkpoint(path)  # refuses, in one line, what is not a torch file or not one of ours
+    except (FileNotFoundError, RuntimeError) as e:
+        die(str(e))
+    if not isinstance(ckpt.get("tokenizer"), dict):
+        die(f"{arg}: not a checkpoint of this project (it does not name its tokenizer)")
+    try:
+        tok = Tokenizer.load(ckpt["tokenizer"]["path"])  # a path relative to where the run was trained
+    except (OSError, ValueError) as e:
+        die(f"{arg}: {str(e).splitlines()[0]}")
+    try:
+        model = model_from_checkpoint(ckpt, tok, path)
+    except ValueError as e:
+        die(str(e).splitlines()[0])
+    return ckpt, model.to(device), tok
+
+
+def visible(text):
+    """Control characters as escapes (\\x1b, \\r): a rambling model samples raw bytes, which would move the
+    terminal's cursor or break a markdown row. Line breaks and tabs stay."""
+    return "".join(c if c in "\n\t" or unicodedata.category(c) != "Cc" else repr(c)[1:-1] for c in text)
+
+
+def describe(arg, ckpt):
+    """runs/tspin/iter0: tspin checkpoint, step 8, after iteration 0"""
+    after = f", after iteration {ckpt['iter'] - 1}" if "iter" in ckpt else ""  # 'iter' counts finished iterations
+    return f"{arg}: {ckpt['kind']} checkpoint, step {ckpt.get('step', '?')}{after}"
+
+
+def max_new(ckpt):
+    # by default the length the run's own evaluation used, so --eval scores what the run scored
+    return args.max_new_tokens or ckpt.get("config", {}).get("max_new_tokens", 96)
+
+
+labels = [arg.rstrip("/") for arg in args.checkpoints]
+loaded = [load(arg) for arg in args.checkpoints]  # all of them first: a bad path fails before any work
+for label, (ckpt, _, _) in zip(labels, loaded):
+    print(describe(label, ckpt))
+
+# -----------------------------------------------------------------------------------------------------
+# --chat: one prompt at a time, each token printed as soon as its bytes make whole characters
+if args.chat:
+    ckpt, model, tok = loaded[0]
+    print(f"temperature {temperature}, top_k {args.top_k}, top_p {args.top_p}, seed {args.seed}. "
+          "The chat template is single-turn (<|user|> prompt <|assistant|>): each message is answered on its "
+          "own, the model does not see the conversation. Commands: /temp x, /reset, /quit.", flush=True)
+    turn = 0
+    while True:
+        try:
+            line = input("you> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            print()
+            break
+        if not sys.stdin.isatty():
+            print(line)  # piped input is not echoed by the terminal: echo it so the transcript reads as a chat
+        if not line:
+            continue
+        if line in ("/quit", "/exit"):
+            break
+        if line == "/reset":
+            print("(nothing to reset: the template is single-turn, so no history is kept)")
+            continue
+        if line.startswith("/temp"):
+            try:
+                value = float(line[len("/temp"):])
+            except ValueError:
+                value = -1.0
+            if value >= 0:  # also refuses nan
+                temperature = value
+                print(f"(temperature {temperature})")
+            else:
+                print("(usage: /temp 0.8, a temperature >= 0; 0 is greedy)")
+            continue
+        if line.startswith("/"):
+            print("(commands: /temp x, /reset, /quit)")
+            continue
+        ids = format_prompt(tok, line)
+        room = min(max_new(ckpt), model.config.block_size - len(ids))
+        if room < 1:
+            print(f"(that prompt is {len(ids)} tokens: longer than the model's context of {model.config.block_size})")
+            continue
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a character can span tokens
+        print("model> ", end="", flush=True)
+        ended = False
+        # seed + turn: a question asked twice gets two samples, and the same session replays the same text
+        try:
+            for t in stream(model, ids, room, temperature, top_k, args.top_p, tok.eos_id, args.seed + turn):
+                if t == tok.eos_id:
+                    ended = True
+                    break
+                print(visible(decoder.decode(tok.token_bytes(t))), end="", flush=True)
+        except KeyboardInterrupt:  # Ctrl-C stops this answer, not the chat
+            print(" [stopped]")
+            continue
+        finally:
+            turn += 1
+        print(visible(decoder.decode(b"", final=True)) + ("" if ended else f" [cut at {room} tokens]"), flush=True)
+    sys.exit(0)
+
+# -----------------------------------------------------------------------------------------------------
+# the questions: your prompts, or N prompts of the eval split
+records = None
+if args.eval:
+    cfg = loaded[0][0].get("config", {})  # the data the first checkpoint was trained with
+    eval_path = args.eval_data or cfg.get("eval_data") or Path(cfg.get("data_dir", "data/generated")) / "eval.jsonl"
+    try:
+        all_records = read_jsonl(eval_path)
+    except DataError as e:
+        die(str(e))
+    # eval.jsonl is grouped by family: N prompts evenly spaced over it cover every family, deterministically
+    n = min(args.eval, len(all_records))
+    records = [all_records[i * len(all_records) // n] for i in range(n)]
+    prompts = [r["prompt"] for r in records]
+    print(f"{n} of the {len(all_records)} prompts of {eval_path}, evenly spaced; greedy, as the evaluation")
+else:
+    prompts = list(args.prompt)
+    if args.prompt_file:
+        path = Path(args.prompt_file)
+        if not path.is_file():
+            die(f"{path}: no such prompt file")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            die(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})")
+        lines = [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+        if not lines:
+            die(f"{path}: no prompts in this file (one per line, or JSONL with a 'prompt' field)")
+        if lines[0][1].startswith("{"):  # JSONL, like data/generated/eval.jsonl
+            for n, line in lines:
+                try:
+                    prompt = json.loads(line).get("prompt")
+                except (json.JSONDecodeError, AttributeError):
+                    prompt = None
+                if not isinstance(prompt, str) or not prompt.strip():
+                    die(f"{path}:{n}: not a JSON object with a non-empty 'prompt' string")
+                prompts.append(prompt)
+        else:
+            prompts += [line for _, line in lines]
+    if not all(p.strip() for p in prompts):
+        die("--prompt is empty")
+    print(f"temperature {temperature}, top_k {args.top_k}, top_p {args.top_p}, seed {args.seed}, "
+          f"{args.num_samples} sample(s) per prompt")
+
+# -----------------------------------------------------------------------------------------------------
+# every checkpoint answers the same questions with the same seed
+answers = {}  # label -> one list per prompt of {text, ended, [right, pipe]}
+metrics = {}  # label -> the evaluation's metrics (--eval)
+for label, (ckpt, model, tok) in zip(labels, loaded):
+    if records is not None:
+        # the evaluation itself, on these prompts: the same answers, verdicts and accuracy as a run's eval
+        metrics[label], samples = evaluate(model, tok, records, device, max_new(ckpt))
+        answers[label] = [[{"text": s["response"], "ended": s["ended"], "right": s["right"],
+                            "pipe": has_pipe_leak(r, s["response"])}] for r, s in zip(records, samples)]
+        continue
+    # the sampler directly, not model.evaluate.answer(): answer() takes no top_k, and chat_cli's top-k 50 is ours
+    ids = [format_prompt(tok, p) for p in prompts]
+    room = model.config.block_size - max(len(i) for i in ids)
+    if room < 1:
+        die(f"a prompt of {max(len(i) for i in ids)} tokens does not fit the context ({model.config.block_size})")
+    # sample k of prompt i is row k * len(prompts) + i: its own random stream, the same for every checkpoint
+    outs = generate(model, ids * args.num_samples, min(max_new(ckpt), room), temperature=temperature, top_k=top_k,
+                    top_p=args.top_p, eos_id=tok.eos_id, seed=args.seed)
+    rows = [{"text": tok.decode(o[:-1] if o[-1:] == [tok.eos_id] else o), "ended": o[-1:] == [tok.eos_id]}
+            for o in outs]
+    answers[label] = [rows[i::len(prompts)] for i in range(len(prompts))]
+
+# -----------------------------------------------------------------------------------------------------
+# print: one block per prompt, every checkpoint's answer under it
+names = labels + (["reference"] if records is not None else [])
+width = max(len(name) for name in names) + (3 if args.num_samples > 1 else 0)  # room for " #k"
+mark = {True: "ok", False: "WRONG", None: "-"}
+
+
+def flags(a):
+    return (" [pipe]" if a.get("pipe") else "") + ("" if a["ended"] else " [cut: no EOS]")
+
+
+def show(name, text, verdict=""):
+    """    name    verdict text, with a table's later lines indented under its first"""
+    head = f"    {name:<{width}}  {verdict}"
+    print(head + visible(text).replace("\n", "\n" + " " * len(head)))
+
+
+for i, prompt in enumerate(prompts):
+    print(f"\n[{i + 1}] {prompt}")
+    if records is not None:
+        show("reference", records[i]["response"], " " * 6)
+    for label in labels:
+        for k, a in enumerate(answers[label][i]):
+            name = label + (f" #{k + 1}" if args.num_samples > 1 else "")
+            show(name, a["text"] + flags(a), f"{mark[a['right']]:<6}" if records is not None else "")
+if records is not None:
+    print(f"\naccuracy on these {len(records)} prompts (the evaluation's checkers):")
+    for label in labels:
+        m, right = metrics[label], sum(a[0]["right"] is True for a in answers[label])
+        acc = f"{m['accuracy']:.3f} ± {m['accuracy_se']:.3f} ({right}/{len(records)} right)" \
+            if "accuracy" in m else "no checkable records"
+        show(label, f"{acc}, pipe rate {m['pipe_rate']:.3f}")
+
+# -----------------------------------------------------------------------------------------------------
+# --out: one markdown table, ready to paste into a blog post
+if args.out:
+    def cell(text):
+        return visible(text).replace("|", "\\|").replace("\n", "<br>") or " "
+
+    header = ["prompt"] + (["reference"] if records is not None else []) + labels
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for i, prompt in enumerate(prompts):
+        for k in range(args.num_samples):
+            row = [cell(prompt) + (f" (#{k + 1})" if args.num_samples > 1 else "")]
+            if records is not None:
+                row.append(cell(records[i]["response"]))
+            for label in labels:
+                a = answers[label][i][k]
+                verdict = {True: "✓ ", False: "✗ ", None: ""}[a.get("right")]
+                row.append(verdict + cell(a["text"]) + flags(a))
+            lines.append("| " + " | ".join(row) + " |")
+    if records is not None:
+        lines.append("| **accuracy** | | " + " | ".join(
+            f"**{metrics[label]['accuracy']:.3f}**" if "accuracy" in metrics[label] else "–" for label in labels) + " |")
+    setting = "greedy, as the evaluation" if records is not None else \
+        f"temperature {temperature}, top_k {args.top_k}, top_p {args.top_p}, seed {args.seed}"
+    command = shlex.join(["python", *sys.argv])
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(f"`{command}` ({setting})\n\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    print(f"\ntable: {out}")
