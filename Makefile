@@ -29,18 +29,22 @@ $(DATA)/tokenizer/tokenizer.json: $(DATA)/train.jsonl | $(VENV)
 
 data: $(DATA)/tokenizer/tokenizer.json
 
-# self-play starts from an SFT checkpoint: made first when missing
+# self-play starts from an SFT checkpoint: made first when missing.
+# --overwrite: a target run again starts afresh, and the previous run is moved aside to runs/<name>.old-<time>
+# (never deleted; the scripts refuse an existing run without it). A run still going on is never touched: a
+# second `make tspin` meanwhile is refused by the run's lock. To continue a stopped run instead:
+# .venv/bin/python train_tspin.py --name tspin --resume
 $(SFT_CKPT): | data
-	$(PY) train_sft.py --name $(SFT_NAME) $(FLAGS)
+	$(PY) train_sft.py --name $(SFT_NAME) $(FLAGS) --overwrite
 
 sft: data
-	$(PY) train_sft.py --name sft$(SFX) $(FLAGS)
+	$(PY) train_sft.py --name sft$(SFX) $(FLAGS) --overwrite
 
 spin: $(SFT_CKPT)
-	$(PY) train_spin.py --name spin$(SFX) --init $(SFT_CKPT) $(FLAGS)
+	$(PY) train_spin.py --name spin$(SFX) --init $(SFT_CKPT) $(FLAGS) --overwrite
 
 tspin: $(SFT_CKPT)
-	$(PY) train_tspin.py --name tspin$(SFX) --init $(SFT_CKPT) $(FLAGS)
+	$(PY) train_tspin.py --name tspin$(SFX) --init $(SFT_CKPT) $(FLAGS) --overwrite
 
 # the SFT model and the latest self-play run (runs/tspin or runs/spin, whichever was written last) answer
 # the same eval prompts, one per task family, with the checkers' verdicts

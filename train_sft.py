@@ -5,10 +5,13 @@ tokens and the EOS only. This model is the initial policy of SPIN and T-SPIN.
     python train_sft.py                         # the default run: about 3 minutes on 2 CPU cores
     python train_sft.py --subset 25 --name sft25
     python train_sft.py --inject_nan_step 50    # watch the NaN guard catch a poisoned step
-    python train_sft.py --name sft --resume     # continue a killed run from runs/sft/ckpt.pt
+    python train_sft.py --name sft --resume     # continue a stopped run from runs/sft/ckpt.pt (flags typed now win)
+    python train_sft.py --overwrite             # start runs/sft afresh; the old one is moved aside, not deleted
     torchrun --nproc_per_node 2 train_sft.py    # data-parallel (gloo on CPU, NCCL on CUDA)
 
-Writes runs/<name>/: metrics.jsonl, curves.png, samples.jsonl, summary.json, ckpt.pt.
+Writes runs/<name>/ (runs/<name>_smoke/ with --smoke): metrics.jsonl, curves.png, samples.jsonl,
+summary.json, ckpt.pt. A resumable checkpoint is saved about every minute of work, so kill -9 loses at most
+that; Ctrl-C saves one at once and prints the command that continues.
 """
 
 import json
@@ -21,29 +24,37 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from model import dist as D
-from model.data import DataError, batches, collate, encode_records, read_jsonl
+from model.data import DataError, batches, collate, fit_to_context, read_json_lines, read_jsonl, write_jsonl
 from model.evaluate import evaluate, show_samples, summary_line
 from model.gpt import GPT, GPTConfig
-from model.losses import sft_loss
+from model.losses import sft_loss_from_logps
 from model.plots import plot_run
 from model.tokenizer import Tokenizer
 from model.train_utils import (
+    RUN_DEFAULTS,
     RUNS_DIR,
+    CheckpointClock,
     NanGuard,
+    NanHalt,
     RunLog,
     autocast,
     checkpoint_state,
+    claim_run,
+    configure,
     die,
+    halt,
     load_checkpoint,
     lr_warmup_cosine,
     model_from_checkpoint,
     optimizer_step,
-    parse_config,
     pick_device,
     print_config,
+    resume_command,
     run_path,
     save_checkpoint,
     set_rng_state,
+    stop,
+    stop_requested,
     write_json,
 )
 
@@ -68,35 +79,34 @@ defaults = dict(
     weight_decay=0.1,            # AdamW weight decay on matrices (not biases, gains, positions)
     grad_clip=1.0,               # clip the gradient's global L2 norm to this
     log_interval=10,             # optimizer steps between log lines
-    eval_interval=800,           # optimizer steps between evaluations (and checkpoints)
+    eval_interval=800,           # optimizer steps between evaluations (each also saves a checkpoint)
     eval_subset=400,             # intermediate evals use this many prompts; the final one uses all
     max_new_tokens=96,           # longest evaluation answer, in tokens
     nan_policy="skip",           # skip: drop a non-finite step and go on; halt: stop at the first
     max_consecutive_nans=10,     # stop after this many non-finite steps in a row, whatever the policy
     inject_nan_step=-1,          # poison the loss at this step (teaching, tests); -1 = never
-    resume=False,                # continue <out_dir>/<name> from its ckpt.pt
+    resume=False,                # continue <out_dir>/<name> from its ckpt.pt; flags given now override its own
     stop_at=-1,                  # stop after this step as if killed (to try --resume); -1 = never
     seed=1337,                   # seeds the model's init and the batch order; same seed, same numbers on CPU
     device="auto",               # auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps
     compile=False,               # torch.compile the training forward (worth it on a GPU; slow to start)
-    smoke=False,                 # tiny data and steps, for the tests (< 30 s)
+    smoke=False,                 # tiny data and steps, for the tests (< 30 s); the default name becomes sft_smoke
+    **RUN_DEFAULTS,              # ckpt_seconds, ckpt_interval, overwrite, debug (model/train_utils.py)
 )
-cfg = parse_config(defaults, description=__doc__.split("\n\n")[0], help_from=[__file__])
+
+
+def smoke_sizes(cfg):
+    return dict(max_steps=min(cfg.max_steps, 30), batch_size=16, eval_interval=10**9, log_interval=5,
+                warmup_steps=5, eval_subset=48, max_new_tokens=32)
+
+
+# the command line, checked (one line and exit 2 on any mistake); on --resume the run's own settings
+cfg, resume_ckpt = configure(defaults, "sft", __file__, description=__doc__.split("\n\n")[0], smoke=smoke_sizes)
 run_dir = run_path(cfg)
 ckpt_path = run_dir / "ckpt.pt"
-resume_ckpt = None
-if cfg.resume:
-    if not ckpt_path.exists():
-        die(f"--resume: no checkpoint at {ckpt_path}")
-    resume_ckpt = load_checkpoint(ckpt_path)
-    saved = resume_ckpt["config"]
-    cfg.__dict__.update({**saved, "resume": True, "stop_at": cfg.stop_at})  # the run's own settings win
-if cfg.smoke:
-    cfg.__dict__.update(max_steps=min(cfg.max_steps, 30), batch_size=16, eval_interval=10**9, log_interval=5,
-                        warmup_steps=5, eval_subset=48, max_new_tokens=32)
 
 # -----------------------------------------------------------------------------------------------------
-# set-up: device, processes, data, tokenizer, model, optimizer
+# set-up: device, processes, data, tokenizer, model, optimizer; every input is read before anything is written
 dist, device = D.setup(pick_device(cfg.device))
 if dist.main:
     print_config(cfg, "train_sft")
@@ -110,24 +120,34 @@ try:
     train_records, eval_records = read_jsonl(train_path), read_jsonl(eval_path)
 except (DataError, FileNotFoundError, ValueError) as e:
     die(str(e))
+try:  # the model: the run's own on --resume, else --init's, else a fresh one
+    if resume_ckpt is not None:
+        model = model_from_checkpoint(resume_ckpt, tok, ckpt_path)
+    elif cfg.init:
+        model = model_from_checkpoint(load_checkpoint(cfg.init), tok, cfg.init)
+    else:
+        model = GPT(GPTConfig.preset(cfg.preset, vocab_size=tok.vocab_size, dropout=cfg.dropout))
+except (FileNotFoundError, ValueError, RuntimeError) as e:
+    die(f"--init: {e}" if cfg.init and resume_ckpt is None else str(e))
 if cfg.smoke:
     train_records, eval_records = train_records[:256], eval_records[::max(1, len(eval_records) // 48)]
+block_size = model.config.block_size
+train_records, prompts, responses, note = fit_to_context(tok, train_records, block_size)
+eval_records, _, _, eval_note = fit_to_context(tok, eval_records, block_size)
+for path, records, what in [(train_path, train_records, note), (eval_path, eval_records, eval_note)]:
+    if not records:
+        die(f"{path}: no example fits the model's context ({block_size} tokens)")
+    if what and dist.main:
+        print(f"{path}: {what}", flush=True)
+lengths = [len(p) + len(r) for p, r in zip(prompts, responses)]
+claim_run(cfg, dist.main)  # inputs are good: now runs/<name>/ is made (or an old run moved aside) and locked
 
-if cfg.init:
-    model = model_from_checkpoint(load_checkpoint(cfg.init), tok, cfg.init)
-else:
-    model = GPT(GPTConfig.preset(cfg.preset, vocab_size=tok.vocab_size, dropout=cfg.dropout))
-if resume_ckpt is not None:
-    model = model_from_checkpoint(resume_ckpt, tok, ckpt_path)
 model.to(device)
 raw_model = model
 if dist.enabled:
     model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
 if cfg.compile:
     model = torch.compile(model)  # training only: evaluation samples with the plain raw_model
-block_size = raw_model.config.block_size
-prompts, responses = encode_records(tok, train_records, block_size)
-lengths = [len(p) + len(r) for p, r in zip(prompts, responses)]
 
 # AdamW; no weight decay on biases, LayerNorm gains and position embeddings (the 1-D / tiny tensors)
 decay = [p for n, p in raw_model.named_parameters() if p.dim() >= 2 and not n.startswith("wpe")]
@@ -140,7 +160,10 @@ if resume_ckpt is not None:
     optimizer.load_state_dict(resume_ckpt["optimizer"])
     set_rng_state(resume_ckpt["rng"])
     start_step, guard.count = resume_ckpt["step"], resume_ckpt["nan_count"]
-log = RunLog(run_dir, resume_step=start_step if resume_ckpt else None, enabled=dist.main)
+log = RunLog(run_dir, resume=resume_ckpt, enabled=dist.main)
+samples_path = run_dir / "samples.jsonl"
+if resume_ckpt is not None and dist.main and samples_path.exists():  # as the log: drop what came after the checkpoint
+    write_jsonl(samples_path, [r for r in read_json_lines(samples_path, torn_tail_ok=True) if r["step"] <= start_step])
 steps_per_epoch = len(batches(len(prompts), cfg.batch_size, cfg.seed, 0, lengths))
 if dist.main:
     print(f"model: {raw_model.num_params():,} parameters | train {len(prompts):,} examples ({train_path}), "
@@ -149,10 +172,13 @@ if dist.main:
 
 
 def checkpoint(step):
-    """Everything needed to continue exactly: weights, optimizer, settings, tokenizer, step, RNG."""
+    """Everything needed to continue exactly: weights, optimizer, settings, tokenizer, step, RNG, and the
+    log's state (its line count, the loss summed since the last log line)."""
     if dist.main:
         save_checkpoint(ckpt_path, checkpoint_state("sft", raw_model, cfg, tok, tok_path, step, guard.count,
-                                                    optimizer=optimizer.state_dict(), tokens_seen=tokens_seen))
+                                                    optimizer=optimizer.state_dict(), tokens_seen=tokens_seen,
+                                                    loss_sum=float(loss_sum), log_lines=log.lines))
+    clock.saved()
 
 
 def run_eval(step, final=False):
@@ -173,7 +199,10 @@ def run_eval(step, final=False):
 # the training loop
 t_start = time.time()
 tokens_seen = tokens_at_log = resume_ckpt.get("tokens_seen", 0) if resume_ckpt else 0  # continues on --resume
-loss_sum = torch.zeros((), device=device)
+# the loss summed since the last log line, continued on --resume (exact in one process; under torchrun the
+# processes' partial sums are about equal)
+loss_sum = torch.tensor(resume_ckpt.get("loss_sum", 0.0) if resume_ckpt else 0.0, device=device)
+clock = CheckpointClock(cfg.ckpt_interval, cfg.ckpt_seconds)  # a resumable checkpoint about every minute
 order, order_epoch = None, -1
 pbar = tqdm(range(start_step, cfg.max_steps), initial=start_step, total=cfg.max_steps, disable=not dist.main,
             mininterval=1.0, file=sys.stdout, dynamic_ncols=True)
@@ -193,11 +222,18 @@ for step in pbar:
     # that N ranks x batch b take exactly the step of 1 rank x batch N*b (DDP averages gradients over ranks)
     n_global = sum(len(responses[j]) for j in global_batch)
     with autocast(device):
-        logits = model(x)
-    loss = sft_loss(logits, y, m) * (m.sum() / n_global * dist.world)
+        token_lp = model(x, targets=y, mask=m)  # the head at response positions only (sft_loss is the oracle)
+    loss = sft_loss_from_logps(token_lp.sum(dim=-1), n_global) * dist.world
     if step == cfg.inject_nan_step:
         loss = loss * float("nan")
-    grad_norm, event = optimizer_step(loss, raw_model, optimizer, guard, step, cfg.grad_clip, logits)
+    try:
+        grad_norm, event = optimizer_step(loss, raw_model, optimizer, guard, step, cfg.grad_clip, token_lp)
+    except NanHalt as e:  # the step was not applied: save the state before it, which is still good
+        if dist.main:
+            log.log(**e.event)
+        checkpoint(step)
+        pbar.close()
+        halt(e, ckpt_path, cfg)
     if event is not None:
         loss = torch.zeros_like(loss)  # the mean loss of the log line counts a skipped step as 0
         if dist.main:
@@ -216,10 +252,14 @@ for step in pbar:
     if (step + 1) % cfg.eval_interval == 0 and step + 1 < cfg.max_steps:
         run_eval(step + 1)
         checkpoint(step + 1)
-    if step + 1 == cfg.stop_at:
+    elif clock.due(step + 1) or step + 1 == cfg.stop_at:
         checkpoint(step + 1)
+    if stop_requested():
+        pbar.close()
+        stop(f"checkpoint saved at step {step + 1} in {ckpt_path}")
+    if step + 1 == cfg.stop_at:
         if dist.main:
-            print(f"\nstopped at step {step + 1} (--stop_at); continue with: python train_sft.py --name {cfg.name} --resume")
+            print(f"\nstopped at step {step + 1} (--stop_at); continue with: {resume_command(cfg)}")
         D.cleanup(dist)
         sys.exit(0)
 pbar.close()
@@ -227,6 +267,8 @@ pbar.close()
 # -----------------------------------------------------------------------------------------------------
 # final evaluation, checkpoint and summary
 checkpoint(cfg.max_steps)
+if stop_requested():
+    stop(f"checkpoint saved at the last step in {ckpt_path}; --resume runs the final evaluation")
 final = run_eval(cfg.max_steps, final=True)
 if dist.main:
     wall = time.time() - t_start

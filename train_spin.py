@@ -13,7 +13,7 @@ the training loop they share is model/selfplay.py's fit_iteration.
 
     python train_spin.py                        # 3 iterations from runs/sft/ckpt.pt
     python train_spin.py --lam 0.1,0.1,0.1,5.0 --iters 4   # the paper's schedule
-    python train_spin.py --resume               # continue after the last finished iteration
+    python train_spin.py --resume               # continue from the last checkpoint (mid-iteration too)
 """
 
 import copy
@@ -38,13 +38,12 @@ from model.selfplay import (
 defaults = dict(
     name="spin",                # writes <out_dir>/<name>/
     lam="0.1",                  # lam ("beta" in the official code); a schedule "0.1,0.1,0.1,5.0" per iteration
-    mix_previous=False,         # also train on the previous iteration's pairs, as the official code does
     **SELFPLAY_DEFAULTS,
 )
 run = start(defaults, "SPIN", __file__)  # command line, --resume, processes, theta_0, prompts, log
 cfg, model = run.cfg, run.model
 
-if run.start_iter == 0:
+if not run.resumed:
     evaluate_iteration(run, -1)  # the initial policy, the first row of the table
 
 y_gen_previous = None

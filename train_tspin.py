@@ -16,7 +16,7 @@ fit_iteration.
 
     python train_tspin.py                       # 3 iterations from runs/sft/ckpt.pt
     python train_tspin.py --b 0 --name tspin_nohist   # the paper's ablation: no historical advantage
-    python train_tspin.py --resume              # continue after the last finished iteration
+    python train_tspin.py --resume              # continue from the last checkpoint (mid-iteration too)
 """
 
 from model.losses import tspin_loss
@@ -46,7 +46,7 @@ defaults = dict(
 run = start(defaults, "T-SPIN", __file__)  # command line, --resume, processes, theta_0, prompts, log
 cfg, model = run.cfg, run.model
 
-if run.start_iter == 0:
+if not run.resumed:
     evaluate_iteration(run, -1)  # the initial policy, the first row of the table
 
 # the proto-synthetic answers y0: generated once by theta_0, reused in every iteration
@@ -64,11 +64,14 @@ for it in range(run.start_iter, cfg.iters):
     # 1. no opponent copy: theta_t is the current model itself, before this iteration's training
     # 2. theta_t answers every training prompt afresh: the synthetic answers y_gen (not accumulated)
     y_gen = play(run, it, model)
+    x, y, y_gen_train, y0_train = list(run.prompts), list(run.y), list(y_gen), list(y0)
+    if cfg.mix_previous and it > 0:  # the official SPIN code's data mixing: the previous iteration's y_gen too
+        y_gen_previous = load_answers(run.run_dir / f"iter{it - 1}" / "synthetic.jsonl")
+        x, y, y_gen_train, y0_train = x + run.prompts, y + run.y, y_gen_train + y_gen_previous, y0_train + y0
     # with b = 0 the historical term is exactly zero: y0 is left out of the stacked forward
-    triplets = [(y, g, h) if b else (y, g) for y, g, h in zip(run.y, y_gen, y0)]
-    x = list(run.prompts)
+    triplets = [(t_y, t_g, t_0) if b else (t_y, t_g) for t_y, t_g, t_0 in zip(y, y_gen_train, y0_train)]
     if cfg.drop_identical and not b:  # y_gen == y with b = 0: exactly zero gradient, dropping saves compute
-        keep = [j for j in range(len(x)) if run.y[j] != y_gen[j]]
+        keep = [j for j in range(len(x)) if y[j] != y_gen_train[j]]
         x, triplets = [x[j] for j in keep], [triplets[j] for j in keep]
 
     # 3. no reference log-probs: all three terms come from the model being trained

@@ -203,18 +203,21 @@ class _Builder:
                 pairs.append((a, b))
         return kind, pairs
 
-    # -- eval
-    def eval(self, n):
-        out = {}
-        seen = self.seen  # train's prompts; eval's are added, so that val avoids both
-
+    def _taker(self, out):
+        """take(rec) for a held-out split: the safety net under every split rule. A prompt already in
+        train, in eval or in this split is refused (False); otherwise it joins `out` by family."""
         def take(rec):
-            # the safety net under every split rule: an eval prompt never occurs in train, nor twice in eval
-            if rec["prompt"] in seen:
+            if rec["prompt"] in self.seen:
                 return False
-            seen.add(rec["prompt"])
+            self.seen.add(rec["prompt"])
             out.setdefault(rec["task"], []).append(rec)
             return True
+        return take
+
+    # -- eval
+    def eval(self, n):
+        out = {}  # train's prompts are in self.seen; eval's are added, so that val avoids both
+        take = self._taker(out)
 
         rng = _rng(self.seed, "capital", "eval")
         n_rev = round(CAPITAL_EVAL_REVERSE_SHARE * n)
@@ -289,15 +292,7 @@ class _Builder:
         1d triples and unseen word combinations, none: the rest of the family fills in); see the module
         docstring. Never raises for lack of prompts."""
         out = {}
-        seen = self.seen  # train's and eval's prompts
-
-        def take(rec):
-            # the safety net: a val prompt never occurs in train, nor in eval, nor twice in val
-            if rec["prompt"] in seen:
-                return False
-            seen.add(rec["prompt"])
-            out.setdefault(rec["task"], []).append(rec)
-            return True
+        take = self._taker(out)  # self.seen holds train's and eval's prompts
 
         def count(task):
             return len(out.get(task, []))

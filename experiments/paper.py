@@ -41,6 +41,7 @@ from experiments.plan import (
     flags,
     make_plan,
     print_plan,
+    run_dir,
     write_eval,
 )
 from model.train_utils import RUNS_DIR, write_json
@@ -74,6 +75,8 @@ def parse_args(argv=None):
 def launch(args, seed, method):
     """Start one run in the background, its console output to a log file; returns (process, log file)."""
     cmd = [sys.executable, str(ROOT / RUNS[method][0]), *map(str, flags(args, seed, method))]
+    if run_dir(args.out, seed, method).exists():  # a run killed before its summary.json: start it afresh
+        cmd.append("--overwrite")                # (the scripts move the unfinished one aside, never delete)
     log_path = args.out / "logs" / f"s{seed}_{method}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     threads = str(max(1, (os.cpu_count() or 1) // args.jobs))  # the jobs share the cores, not oversubscribe them

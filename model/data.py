@@ -108,16 +108,35 @@ def format_response(tok, response):
     return tok.encode(response) + [tok.eos_id]
 
 
-def encode_records(tok, records, block_size):
-    """-> (prompt ids, response ids) per record, with the response cut so prompt + response fit the
-    context (inputs are the sequence minus its last token, so block_size + 1 tokens fit)."""
-    prompts, responses = [], []
+def fit_to_context(tok, records, block_size):
+    """What the model can take, encoded: -> (records kept, prompt ids, response ids, note). A prompt that
+    leaves no room for an answer in the context is skipped; an answer that does not fit is cut so that
+    prompt + response fit (inputs are the sequence minus its last token, so block_size + 1 tokens fit).
+    note: one line counting both, for the script to print once, or None when everything fits."""
+    kept, prompts, responses, cut = [], [], [], 0
     for r in records:
         p, y = format_prompt(tok, r["prompt"]), format_response(tok, r["response"])
         if len(p) >= block_size:
-            raise DataError(f"a prompt of {len(p)} tokens does not fit the context ({block_size}): {r['prompt'][:60]!r}")
+            continue
+        cut += len(p) + len(y) > block_size + 1
+        kept.append(r)
         prompts.append(p)
         responses.append(y[: block_size + 1 - len(p)])
+    skipped = len(records) - len(kept)
+    note = "; ".join(([f"skipped {skipped} of {len(records)} examples whose prompt does not fit the context "
+                       f"({block_size} tokens)"] if skipped else [])
+                     + ([f"cut {cut} answers to fit it"] if cut else []))
+    return kept, prompts, responses, note or None
+
+
+def encode_records(tok, records, block_size):
+    """-> (prompt ids, response ids) per record, answers cut to fit the context as in fit_to_context; a
+    prompt that does not fit is an error here (the scripts drop those first, with fit_to_context)."""
+    kept, prompts, responses, _ = fit_to_context(tok, records, block_size)
+    if len(kept) < len(records):
+        r = next(r for r in records if len(format_prompt(tok, r["prompt"])) >= block_size)
+        raise DataError(f"a prompt of {len(format_prompt(tok, r['prompt']))} tokens does not fit the context "
+                        f"({block_size}): {r['prompt'][:60]!r}")
     return prompts, responses
 
 

@@ -51,6 +51,17 @@ def _se(p, n):
     return math.sqrt(p * (1.0 - p) / n) if n else float("nan")
 
 
+def loops(text, n=3, times=3):
+    """True if some word n-gram occurs `times` or more times: the answer is repeating itself."""
+    words = text.split()
+    counts = {}
+    for gram in zip(*(words[i:] for i in range(n))):
+        counts[gram] = counts.get(gram, 0) + 1
+        if counts[gram] >= times:
+            return True
+    return False
+
+
 def eval_metrics(records, responses, ended_with_eos):
     """
     Metrics over one set of generations (all values floats):
@@ -59,7 +70,9 @@ def eval_metrics(records, responses, ended_with_eos):
       pipe_rate        share of non-table answers containing "|"
       pipes_per_kchar  "|" characters per 1000 characters of non-table answers
       mean_len         mean characters per response
+      len_ratio        mean_len over the reference answers' mean characters (length drift: 1 = same length)
       eos_rate         share of responses that ended with EOS (not cut at max_new_tokens)
+      repetition_rate  share of responses caught in a loop: a word 3-gram that occurs 3 or more times
       distinct_2       distinct / total whitespace-word bigrams over all responses (0 if none)
       n                number of responses
     Standard errors are binomial: sqrt(p (1 - p) / n).
@@ -91,6 +104,10 @@ def eval_metrics(records, responses, ended_with_eos):
     prose_chars = sum(len(r) for r in prose)
     out["pipes_per_kchar"] = 1000.0 * sum(r.count("|") for r in prose) / prose_chars if prose_chars else 0.0
     out["mean_len"] = sum(len(r) for r in responses) / len(responses) if responses else 0.0
+    refs = [len(rec["response"]) for rec in records if "response" in rec]
+    ref_len = sum(refs) / len(refs) if refs else 0.0
+    out["len_ratio"] = out["mean_len"] / ref_len if ref_len else 0.0
+    out["repetition_rate"] = sum(map(loops, responses)) / len(responses) if responses else 0.0
     out["eos_rate"] = sum(bool(e) for e in ended_with_eos) / len(ended_with_eos) if ended_with_eos else 0.0
 
     bigrams = [b for r in responses for b in zip(r.split(), r.split()[1:])]

@@ -17,10 +17,11 @@ PANELS = [
     ("rewards / advantages", ["rewards/margins", "rewards/real", "rewards/generated", "adv/current", "adv/historical"]),
     ("log p(y) - log p(y')", ["logps/gap"]),
     ("how far it moved: |theta - theta_0| / |theta_0|, y_gen == y share", ["weight_dist", "identical_share"]),
-    ("mean answer length (tokens)", ["mean_len"]),
+    ("answer length / reference length, answers in a loop", ["len_ratio", "repetition_rate"]),
 ]
 # panels where the equal-compute continued-SFT baseline (<run>/baseline/) is drawn beside the run
-BASELINE_PANELS = ("held-out accuracy", "pipe rate (non-table answers with '|')", "mean answer length (tokens)",
+BASELINE_PANELS = ("held-out accuracy", "pipe rate (non-table answers with '|')",
+                   "answer length / reference length, answers in a loop",
                    "how far it moved: |theta - theta_0| / |theta_0|, y_gen == y share")
 
 

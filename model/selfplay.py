@@ -2,8 +2,10 @@
 What SPIN and T-SPIN share, written once so that the two are compared on equal terms: the initial
 policy, the synthetic answers y_gen from the batched KV sampler, per-example sequence log-probs (one
 stacked forward, as TRL does), the optimizer and schedule of the papers, the one training loop of an
-iteration (fit_iteration), per-iteration checkpoints and the printed results table. The two scripts
-keep only what differs: the loss, SPIN's frozen reference, T-SPIN's proto-synthetic answers y0.
+iteration (fit_iteration), its checkpoints (at the end of each iteration, and about every minute inside one,
+so that a kill loses little and --resume continues mid-iteration with the same numbers) and the printed
+results table. The two scripts keep only what differs: the loss, SPIN's frozen reference, T-SPIN's
+proto-synthetic answers y0.
 """
 
 import gc
@@ -22,7 +24,7 @@ from model.data import (
     DataError,
     batches,
     collate,
-    encode_records,
+    fit_to_context,
     format_prompt,
     read_json_lines,
     read_jsonl,
@@ -31,27 +33,34 @@ from model.data import (
 )
 from model.evaluate import answer, evaluate, show_samples, summary_line
 from model.gpt import GPT
-from model.losses import sequence_logprobs, sft_loss_from_logps
+from model.losses import masked_sum, sft_loss_from_logps
 from model.plots import plot_run
 from model.tokenizer import Tokenizer
 from model.train_utils import (
+    RUN_DEFAULTS,
     RUNS_DIR,
+    CheckpointClock,
     NanGuard,
+    NanHalt,
     RunLog,
     autocast,
     checkpoint_state,
+    claim_run,
+    configure,
     die,
+    halt,
     load_checkpoint,
     lr_warmup_linear,
     model_from_checkpoint,
     optimizer_step,
-    parse_config,
     pick_device,
     print_config,
     read_metrics,
     run_path,
     save_checkpoint,
     set_rng_state,
+    stop,
+    stop_requested,
     write_json,
 )
 
@@ -76,17 +85,20 @@ SELFPLAY_DEFAULTS = dict(
     top_p=1.0,                   # nucleus sampling of y_gen (and y0); 1 = off
     max_new_tokens=96,           # longest synthetic and evaluation answer, in tokens
     drop_identical=False,        # leave out pairs whose y_gen equals y (exactly zero gradient in the current term)
+    mix_previous=False,          # also train on the previous iteration's y_gen (the official SPIN code's data mixing)
+    nll=0.0,                     # add nll x the SFT loss on y (RPO, arXiv 2404.19733; TRL's "sft" loss term); 0 = off
     baseline=True,               # also run continued SFT from theta_0 on the same prompts and y, same steps and examples
     baseline_lr=3e-4,            # the baseline's peak lr (AdamW, SFT's optimizer); chosen for SFT on the validation split
     log_interval=10,             # optimizer steps between log lines
     nan_policy="skip",           # skip: drop a non-finite step and go on; halt: stop at the first
     max_consecutive_nans=10,     # stop after this many non-finite steps in a row, whatever the policy
     inject_nan_step=-1,          # poison the loss at this global step (teaching, tests); -1 = never
-    resume=False,                # continue <out_dir>/<name> after its last finished iteration
+    resume=False,                # continue <out_dir>/<name> from its last checkpoint; flags given now override its own
     seed=1337,                   # seeds sampling and batch order; same seed, same numbers on CPU
     device="auto",               # auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps
     compile=False,               # torch.compile the training forward (worth it on a GPU; slow to start)
-    smoke=False,                 # tiny data and iterations, for the tests (seconds)
+    smoke=False,                 # tiny data and iterations, for the tests (seconds); the default name gets _smoke
+    **RUN_DEFAULTS,              # ckpt_seconds, ckpt_interval, overwrite, debug (model/train_utils.py)
 )
 
 SMOKE = dict(iters=2, epochs=1, batch_size=16, max_new_tokens=32, log_interval=2)
@@ -146,7 +158,10 @@ def synthesize(model, tok, records, cfg, seed, dist):
 def play(run, it, opponent):
     """The opponent theta_t answers every training prompt once: y_gen, saved to iter<it>/synthetic.jsonl
     (for people, and for --resume). Logs how many answers equal the real one: such pairs give exactly
-    zero gradient in the current term, so they say how much of the data still teaches anything."""
+    zero gradient in the current term, so they say how much of the data still teaches anything.
+    Continuing a checkpoint from inside iteration `it`, the answers are read back instead (and were logged)."""
+    if run.resume_at is not None and run.resume_at["iter"] == it:
+        return load_answers(run.run_dir / f"iter{it}" / "synthetic.jsonl")
     t0 = time.time()
     y_gen = synthesize(opponent, run.tok, run.records, run.cfg, seed=run.cfg.seed + 1000 * (it + 1), dist=run.dist)
     if run.dist.main:
@@ -182,22 +197,22 @@ def dataset_logprobs(model, prompts, responses, pad_id, device, average=False, b
     for idx in sorted_batches([len(p) + len(r) for p, r in zip(prompts, responses)], batch_size):
         x, y, m = (t.to(device) for t in collate([prompts[j] for j in idx], [responses[j] for j in idx], pad_id))
         with autocast(device):
-            logits = model(x)
-        out[idx] = sequence_logprobs(logits, y, m, average).float().cpu()
+            token_lp = model(x, targets=y, mask=m)
+        out[idx] = masked_sum(token_lp, m, average).float().cpu()
     model.train(was_training)
     return out
 
 
 def stacked_logprobs(model, prompts, response_sets, pad_id, device, average=False):
     """Log-probs of several answers per prompt (y, y_gen[, y0]) in ONE forward pass of the stacked
-    batch, with gradients. Returns (one (B,) tensor per answer set, the logits for the NaN guard)."""
+    batch, with gradients. Returns (one (B,) tensor per answer set, the token log-probs for the NaN guard)."""
     B = len(prompts)
     x, y, m = (t.to(device) for t in collate(prompts * len(response_sets), [r for rs in response_sets for r in rs],
                                               pad_id))
     with autocast(device):
-        logits = model(x)
-    lp = sequence_logprobs(logits, y, m, average)
-    return [lp[k * B:(k + 1) * B] for k in range(len(response_sets))], logits
+        token_lp = model(x, targets=y, mask=m)  # the head at response positions only
+    lp = masked_sum(token_lp, m, average)
+    return [lp[k * B:(k + 1) * B] for k in range(len(response_sets))], token_lp
 
 
 def make_optimizer(model, cfg):
@@ -217,12 +232,14 @@ def fit_iteration(run, it, prompts, answers, loss_fn):
     """The one training loop of a self-play iteration, for SPIN and T-SPIN alike: from the current model,
     cfg.epochs passes over the examples in batches of similar length, a fresh optimizer, the papers'
     schedule (linear warmup, then linear decay to 0), gradient clipping, the NaN guard, a log line every
-    log_interval steps.
+    log_interval steps, a resumable checkpoint about every minute and at the end.
 
     prompts[j]: prompt ids; answers[j]: a tuple of answer ids scored in one stacked forward, the same
     number for every example ((y, y_gen) or (y, y_gen, y0)). loss_fn(logps, idx) -> (loss, metrics):
     logps holds one (B,) tensor per answer slot, idx the batch's example indices (to pick precomputed
-    terms such as SPIN's ref_logp_y). Advances run.step and run.tokens_seen."""
+    terms such as SPIN's ref_logp_y). Advances run.step and run.tokens_seen. Continuing a checkpoint from
+    inside this iteration (run.resume_at), it starts where that one stopped, with its weights, optimizer
+    state and RNG: the rest of the iteration is the one an uninterrupted run takes."""
     cfg, dist, model, guard = run.cfg, run.dist, run.model, run.guard
     optimizer = make_optimizer(model, cfg)
     lengths = [len(p) + max(map(len, a)) for p, a in zip(prompts, answers)]  # batch similar lengths together
@@ -233,27 +250,58 @@ def fit_iteration(run, it, prompts, answers, loss_fn):
     average = cfg.logp == "mean"
     params = [p for p in model.parameters() if p.requires_grad]
     update_ratios = []  # |update| / |weight| of each applied step: RMSprop's steps are near sign-sized
-    run.log.log(step=run.step, iter=it, event="iteration_start", examples=len(prompts), steps=total)
-    pbar = tqdm(range(total), desc=f"{run.kind} iter {it}", disable=not dist.main, mininterval=1.0, file=sys.stdout,
-                dynamic_ncols=True)
+    at = run.resume_at if run.resume_at is not None and run.resume_at["iter"] == it else None
+    k0 = 0
+    if at is not None:
+        if at["steps"] != total:
+            die(f"the checkpoint is {at['k']} steps into iteration {it} of {at['steps']} steps; with the "
+                f"--batch_size/--epochs given now it would have {total}: resume with the run's own")
+        model.load_state_dict(at["model"])
+        optimizer.load_state_dict(at["optimizer"])
+        set_rng_state(at["rng"])
+        k0, update_ratios, run.resume_at = at["k"], list(at["update_ratios"]), None
+        if dist.main:
+            print(f"{run.kind} iteration {it}: continuing at step {k0} of {total}", flush=True)
+    else:
+        run.log.log(step=run.step, iter=it, event="iteration_start", examples=len(prompts), steps=total)
+
+    def save(k):
+        save_iteration(run, it, k=k, optimizer=optimizer, update_ratios=update_ratios, steps=total)
+
+    pbar = tqdm(range(k0, total), desc=f"{run.kind} iter {it}", disable=not dist.main, mininterval=1.0,
+                file=sys.stdout, dynamic_ncols=True, initial=k0, total=total)
     for k in pbar:
         epoch, i = divmod(k, steps_per_epoch)
-        if i == 0:
+        if i == 0 or k == k0:
             order = batches(len(prompts), cfg.batch_size, cfg.seed + it, epoch, lengths)
+        if (k > k0 or at is None) and run.clock.due(run.step):  # a safe point, between two steps
+            save(k)
         lr = lr_warmup_linear(k, total, warmup, cfg.lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
         global_batch = order[i]
         idx = global_batch[dist.rank::dist.world]
         answer_sets = [list(s) for s in zip(*(answers[j] for j in idx))]  # one list per answer slot
-        logps, logits = stacked_logprobs(run.train_model, [prompts[j] for j in idx], answer_sets, run.tok.pad_id,
+        logps, token_lp = stacked_logprobs(run.train_model, [prompts[j] for j in idx], answer_sets, run.tok.pad_id,
                                          run.device, average)
         loss, metrics = loss_fn(logps, idx)
+        if cfg.nll:  # RPO: W x the token-mean NLL of the real answers y (the first slot), against likelihood displacement
+            metrics["nll"] = sft_loss_from_logps(token_lp[:len(idx)].sum(dim=-1), sum(len(answers[j][0]) for j in idx))
+            loss = loss + cfg.nll * metrics["nll"]
+            metrics["nll"], metrics["loss_total"] = metrics["nll"].detach(), loss.detach()
         loss = loss * (len(idx) / len(global_batch) * dist.world)  # exact mean over the global batch
         if run.step == cfg.inject_nan_step:
             loss = loss * float("nan")
         before = torch.cat([p.detach().flatten() for p in params]) if dist.main else None
-        grad_norm, event = optimizer_step(loss, model, optimizer, guard, run.step, cfg.grad_clip, logits)
+        try:
+            grad_norm, event = optimizer_step(loss, model, optimizer, guard, run.step, cfg.grad_clip, token_lp)
+        except NanHalt as e:  # the step was not applied: save the state before it, which is still good
+            if dist.main:
+                run.log.log(iter=it, **e.event)
+            save_iteration(run, it, k=k, optimizer=optimizer, update_ratios=update_ratios, steps=total,
+                           then_stop=False)
+            pbar.close()
+            halt(e, run.run_dir / "ckpt.pt", run.main_cfg, run.lr_flag)
         if event is None and dist.main:
             after = torch.cat([p.detach().flatten() for p in params])
             update_ratios.append(float((after - before).norm() / before.norm()))
@@ -269,21 +317,36 @@ def fit_iteration(run, it, prompts, answers, loss_fn):
             shown = {k.split("/")[-1]: f"{float(metrics[k]):.3f}" for k in ("loss", "logps/gap") if k in metrics}
             pbar.set_postfix(**shown, nans=guard.count)
     pbar.close()
-    if dist.main:
-        run.log.log(step=run.step, iter=it, event="iteration_end",
-                    update_ratio=sum(update_ratios) / max(1, len(update_ratios)))
+    if k0 < total:
+        if dist.main:
+            run.log.log(step=run.step, iter=it, event="iteration_end",
+                        update_ratio=sum(update_ratios) / max(1, len(update_ratios)))
+        save(total)  # the training of the iteration is safe: a kill in the evaluation that follows loses only that
 
 
-def save_iteration(run, it):
-    """Checkpoint after iteration `it`: <run>/iter<it>/ckpt.pt, and <run>/ckpt.pt to resume. No optimizer
-    state: each iteration starts a fresh optimizer from the new theta_t. tokens_seen rides along so that a
-    resumed run's summary counts every iteration's tokens, not only its own."""
-    if not run.dist.main:
-        return
-    state = checkpoint_state(run.kind_id, run.model, run.cfg, run.tok, run.tok_path, run.step, run.guard.count,
-                             iter=it + 1, tokens_seen=run.tokens_seen, theta_0=str(init_path(run.cfg)))
-    save_checkpoint(run.run_dir / f"iter{it}" / "ckpt.pt", state)
-    save_checkpoint(run.run_dir / "ckpt.pt", state)
+def save_iteration(run, it, k=None, optimizer=None, update_ratios=None, steps=None, then_stop=True):
+    """The run's resumable checkpoint, <run>/ckpt.pt (the baseline's: <run>/baseline/ckpt.pt).
+
+    After iteration `it` (k None): also <run>/iter<it>/ckpt.pt; no optimizer state, as each iteration
+    starts a fresh optimizer from the new theta_t. Inside iteration `it`, before its step k: the weights,
+    the optimizer state and k; the rest is on disk already or recomputed (y_gen in iter<it>/synthetic.jsonl,
+    T-SPIN's y0 in proto.jsonl, SPIN's reference log-probs from the weights at the iteration's start, which
+    are iter<it-1>/ckpt.pt or theta_0). Both carry tokens_seen (so that a resumed run's summary counts every
+    iteration), the metrics lines written and the last evaluation's answers (so that its log continues as if
+    never stopped). If Ctrl-C asked to stop, this is where the run stops (then_stop)."""
+    if run.dist.main:
+        where = dict(iter=it + 1) if k is None else dict(
+            iter=it, k=k, steps=steps, optimizer=optimizer.state_dict(), update_ratios=update_ratios)
+        state = checkpoint_state(run.kind_id, run.model, run.cfg, run.tok, run.tok_path, run.step, run.guard.count,
+                                 tokens_seen=run.tokens_seen, theta_0=str(init_path(run.cfg)), log_lines=run.log.lines,
+                                 answers={"theta_0": run.theta_0_answers, "last": run.last_answers}, **where)
+        if k is None:
+            save_checkpoint(run.run_dir / f"iter{it}" / "ckpt.pt", state)
+        save_checkpoint(run.run_dir / "ckpt.pt", state)
+    run.clock.saved()
+    if then_stop and stop_requested():
+        stop(f"checkpoint saved {'after iteration ' + str(it) if k is None else f'{k} steps into iteration {it}'}"
+             f" ({run.kind}) in {run.run_dir / 'ckpt.pt'}")
 
 
 def continued_sft(run, it, x, y):
@@ -291,8 +354,8 @@ def continued_sft(run, it, x, y):
     on the same prompts x and real answers y as self-play's iteration `it`, in the same loop: the same
     number of optimizer steps and examples, the same schedule; only the loss (the token-mean NLL of y, as
     in train_sft.py) and the optimizer (AdamW at baseline_lr) differ. It lives in <run>/baseline/, with its
-    own metrics, evaluations and checkpoints; between iterations only its weights are kept, so the
-    self-play model is the only GPT in memory while self-play trains."""
+    own metrics, evaluations and checkpoints (mid-iteration ones too); between iterations only its weights
+    are kept, so the self-play model is the only GPT in memory while self-play trains."""
     base = run.baseline
     model = GPT(run.model.config).to(run.device)
     model.load_state_dict(base.state)
@@ -310,30 +373,38 @@ def continued_sft(run, it, x, y):
 
     fit_iteration(base, it, x, [(r,) for r in y], loss_fn)
     evaluate_iteration(base, it)
-    if run.dist.main:  # per iteration, so that a resumed run picks up the baseline where self-play is
-        save_checkpoint(base.run_dir / f"iter{it}" / "ckpt.pt", checkpoint_state(
-            base.kind_id, model, base.cfg, base.tok, base.tok_path, base.step, base.guard.count, iter=it + 1,
-            tokens_seen=base.tokens_seen))
+    # per iteration, so that a resumed run picks up the baseline where self-play is; the run stops at the
+    # self-play checkpoint that follows, not here
+    save_iteration(base, it, then_stop=False)
     base.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     base.model = base.train_model = None  # back to weights only
 
 
 def start_baseline(run, resume_iter):
-    """The baseline's state: theta_0's weights, or, on --resume, its own checkpoint after the last
-    finished iteration. Its settings are the run's, with SFT's optimizer and the baseline's own lr."""
-    cfg = SimpleNamespace(**{**vars(run.cfg), "optim": "adamw", "lr": run.cfg.baseline_lr, "logp": "sum",
+    """The baseline's state: theta_0's weights, or, on --resume, its own: from inside iteration
+    `resume_iter` if it had checkpointed there, else after iteration resume_iter - 1 (a later one, if it
+    finished resume_iter before self-play saved, is redone: it is deterministic). Its settings are the
+    run's, with SFT's optimizer and the baseline's own lr."""
+    cfg = SimpleNamespace(**{**vars(run.cfg), "optim": "adamw", "lr": run.cfg.baseline_lr, "logp": "sum", "nll": 0.0,
                              "inject_nan_step": -1, "name": f"{run.cfg.name}/baseline"})
     run_dir = run.run_dir / "baseline"
-    state, step, tokens_seen, nan_count = run.theta_0, 0, 0, 0
-    if resume_iter > 0:
+    state, ckpt, at = run.theta_0, None, None
+    if run.resumed and resume_iter > 0:
         ckpt = load_checkpoint(run_dir / f"iter{resume_iter - 1}" / "ckpt.pt")
-        state, step, tokens_seen, nan_count = ckpt["model"], ckpt["step"], ckpt["tokens_seen"], ckpt["nan_count"]
+        state = ckpt["model"]
+    if run.resumed and (run_dir / "ckpt.pt").exists():
+        latest = load_checkpoint(run_dir / "ckpt.pt")
+        if "k" in latest and latest["iter"] == resume_iter:
+            ckpt = at = latest  # its weights are loaded when its fit_iteration continues
     guard = NanGuard(cfg.nan_policy, cfg.max_consecutive_nans)
-    guard.count = nan_count
-    log = RunLog(run_dir, resume_step=step if resume_iter > 0 else None, enabled=run.dist.main)
+    guard.count = ckpt["nan_count"] if ckpt else 0
+    log = RunLog(run_dir, resume=ckpt, enabled=run.dist.main)
+    answers = ckpt.get("answers", {}) if ckpt else {}
     return SimpleNamespace(**{**vars(run), "kind": "continued SFT", "kind_id": "sft_baseline", "cfg": cfg,
-                              "run_dir": run_dir, "state": state, "step": step, "tokens_seen": tokens_seen,
-                              "guard": guard, "log": log, "model": None, "train_model": None, "baseline": None})
+                              "run_dir": run_dir, "state": state, "step": ckpt["step"] if ckpt else 0,
+                              "tokens_seen": ckpt["tokens_seen"] if ckpt else 0, "guard": guard, "log": log,
+                              "resume_at": at, "last_answers": answers.get("last"), "lr_flag": "baseline_lr",
+                              "model": None, "train_model": None, "baseline": None})
 
 
 TABLE_COLUMNS = [("accuracy", "accuracy", ".3f"), ("± se", "accuracy_se", ".3f"), ("pipe", "pipe_rate", ".3f"),
@@ -395,20 +466,18 @@ def count_models():
 
 
 def start(defaults, kind, script):
-    """Everything both self-play scripts do before their first iteration, the same way: read the command
-    line (--resume takes the run's own settings), join the processes, load theta_0 and the prompts, open
-    the log and the NaN guard. Returns a namespace with what the training loop uses; run.step and
-    run.tokens_seen advance as it trains."""
-    cfg = parse_config(defaults, description=f"{kind} self-play fine-tuning", help_from=[script, __file__])
+    """Everything both self-play scripts do before their first iteration, the same way: read and check the
+    command line (--resume: the run's own settings, with the flags typed now winning), join the processes,
+    load theta_0 and the prompts, then claim the run directory and open the log and the NaN guard.
+    Returns a namespace with what the training loop uses; run.step and run.tokens_seen advance as it trains.
+
+    Resuming from inside an iteration, the model holds the weights of that iteration's start (what SPIN's
+    opponent is, and what y_gen was sampled from); fit_iteration then loads the checkpoint's own."""
+    kind_id = kind.lower().replace("-", "")
+    cfg, resume = configure(defaults, kind_id, script, description=f"{kind} self-play fine-tuning",
+                            smoke=lambda c: SMOKE, help_from=[__file__])
     run_dir = run_path(cfg)
-    resume = None
-    if cfg.resume:
-        if not (run_dir / "ckpt.pt").exists():
-            die(f"--resume: no checkpoint at {run_dir / 'ckpt.pt'}")
-        resume = load_checkpoint(run_dir / "ckpt.pt")
-        cfg.__dict__.update({**resume["config"], "resume": True})  # the run's own settings win
-    if cfg.smoke:
-        cfg.__dict__.update(SMOKE)
+    mid = resume is not None and "k" in resume  # a checkpoint from inside an iteration
 
     dist, device = D.setup(pick_device(cfg.device))
     if dist.main:
@@ -416,13 +485,27 @@ def start(defaults, kind, script):
     torch.manual_seed(cfg.seed)
     try:
         model, tok, tok_path = load_policy(cfg, device)
-        records, eval_records, train_path = load_prompts(cfg)
     except (DataError, FileNotFoundError, ValueError, RuntimeError) as e:
-        die(f"{e}\n(self-play starts from an SFT checkpoint: run `make sft` first, or pass --init)")
+        die(f"{e} (self-play starts from an SFT checkpoint: run `make sft` first, or pass --init)")
     theta_0 = {k: v.detach().clone() for k, v in model.state_dict().items()}  # for weight distances
-    if resume:
-        model.load_state_dict(resume["model"])
-    prompts, y = encode_records(tok, records, model.config.block_size)
+    try:
+        records, eval_records, train_path = load_prompts(cfg)
+        if mid and resume["iter"] > 0:
+            model.load_state_dict(load_checkpoint(run_dir / f"iter{resume['iter'] - 1}" / "ckpt.pt")["model"])
+        elif resume and not mid:
+            model.load_state_dict(resume["model"])
+    except (DataError, FileNotFoundError, ValueError, RuntimeError) as e:
+        die(str(e))
+    block_size = model.config.block_size
+    records, prompts, y, note = fit_to_context(tok, records, block_size)
+    eval_records, _, _, eval_note = fit_to_context(tok, eval_records, block_size)
+    for what, rows, text in [(train_path, records, note), ("eval data", eval_records, eval_note)]:
+        if not rows:
+            die(f"{what}: no example fits the model's context ({block_size} tokens)")
+        if text and dist.main:
+            print(f"{what}: {text}", flush=True)
+    claim_run(cfg, dist.main)  # inputs are good: now <run>/ is made (or an old run moved aside) and locked
+
     train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if dist.enabled else model
     if cfg.compile:
         train_model = torch.compile(train_model)  # training only: generation and evaluation use the plain model
@@ -431,16 +514,18 @@ def start(defaults, kind, script):
     if resume:
         guard.count = resume["nan_count"]
         set_rng_state(resume["rng"])
-    log = RunLog(run_dir, resume_step=step if resume else None, enabled=dist.main)
+    log = RunLog(run_dir, resume=resume, enabled=dist.main)
+    answers = resume.get("answers", {}) if resume else {}
     if dist.main:
         print(f"{kind} from {cfg.init}: {len(records):,} prompts ({train_path}), {len(eval_records)} eval prompts, "
               f"iterations {start_iter}..{cfg.iters - 1}, device {device}, {dist.world} process(es)", flush=True)
-    run = SimpleNamespace(kind=kind, kind_id=kind.lower().replace("-", ""), cfg=cfg, run_dir=run_dir, dist=dist,
-                          device=device, model=model, train_model=train_model, tok=tok, tok_path=tok_path,
+    run = SimpleNamespace(kind=kind, kind_id=kind_id, cfg=cfg, main_cfg=cfg, lr_flag="lr", run_dir=run_dir,
+                          dist=dist, device=device, model=model, train_model=train_model, tok=tok, tok_path=tok_path,
                           records=records, eval_records=eval_records, prompts=prompts, y=y, guard=guard, log=log,
                           start_iter=start_iter, step=step, resumed=resume is not None, t_start=time.time(),
+                          resume_at=resume if mid else None, clock=CheckpointClock(cfg.ckpt_interval, cfg.ckpt_seconds),
                           tokens_seen=resume.get("tokens_seen", 0) if resume else 0, theta_0=theta_0,
-                          last_answers=None, theta_0_answers=None, baseline=None)
+                          last_answers=answers.get("last"), theta_0_answers=answers.get("theta_0"), baseline=None)
     if cfg.baseline:
         run.baseline = start_baseline(run, start_iter)
     return run

@@ -83,6 +83,8 @@ class Job:
             shutil.rmtree(self.run_dir, ignore_errors=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log = self.run_dir / "stdout.log"
+        if not clean and (self.run_dir / "ckpt.pt").exists():
+            args = (*args, "--resume")  # continue the unfinished run: the scripts refuse to overwrite it
         argv = [sys.executable, str(ROOT / script), "--name", name, *map(str, args)]
         print(f"$ python {shlex.join([script, *argv[2:]])}   (output: {self.log})", flush=True)
         self.t0 = time.time()

@@ -267,3 +267,13 @@ def test_eval_metrics_without_families_and_edge_cases():
     assert empty["distinct_2"] == 0.0 and empty["mean_len"] == 0.0 and empty["pipe_rate"] == 0.0
     with pytest.raises(ValueError):
         eval_metrics([{}], ["a", "b"], [True])
+
+
+def test_length_ratio_and_loops_are_measured():
+    from model.evaluate import eval_metrics, loops
+
+    assert loops("the fish is the fish is the fish is") and not loops("the fish is big and the fish is")
+    recs = [{"prompt": "p", "response": "abcd"}, {"prompt": "q", "response": "abcd"}]
+    m = eval_metrics(recs, ["abcdabcd", "one two three one two three one two three"], [True, False])
+    assert m["len_ratio"] == ((8 + 41) / 2) / 4
+    assert m["repetition_rate"] == 0.5

@@ -32,7 +32,7 @@ def two_proc_runs(small_data, sft_run, tmp_path_factory):
     out = {}
     out["sft_stdout"] = torchrun("train_sft.py", *common, "--name", "sft", "--max_steps", 12, cwd=cwd).stdout
     for script in ("train_spin.py", "train_tspin.py"):
-        torchrun(script, *common, "--init", sft_run / "ckpt.pt", "--iters", 1, cwd=cwd)
+        torchrun(script, *common, "--name", script[6:-3], "--init", sft_run / "ckpt.pt", "--iters", 1, cwd=cwd)
     return cwd
 
 
@@ -64,7 +64,8 @@ def test_two_processes_take_the_same_steps_as_one_with_the_whole_batch(small_dat
 
 
 def test_gathered_synthetic_set_equals_the_single_process_one(small_data, sft_run, two_proc_runs, tmp_path):
-    run_script("train_tspin.py", "--smoke", "--data_dir", small_data, "--init", sft_run / "ckpt.pt", "--iters", 1,
+    run_script("train_tspin.py", "--smoke", "--name", "tspin", "--data_dir", small_data, "--init", sft_run / "ckpt.pt",
+               "--iters", 1,
                cwd=tmp_path)
     for f in ("proto.jsonl", "iter0/synthetic.jsonl"):
         one = [r["generated_ids"] for r in lines(tmp_path / "runs/tspin" / f)]

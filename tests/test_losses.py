@@ -24,8 +24,10 @@ class BigramTable(torch.nn.Module):
         g = torch.Generator().manual_seed(0)
         self.table = torch.log_softmax(torch.randn(V, V, generator=g), dim=-1)
 
-    def forward(self, x):
-        return self.table[x]
+    def forward(self, x, targets=None, mask=None):
+        """Logits; with targets and mask, masked token log-probs, as GPT's response-only path returns."""
+        logits = self.table[x]
+        return logits if targets is None else token_logprobs(logits, targets) * mask
 
 
 def test_sequence_logprob_scores_each_token_with_the_previous_position():
@@ -174,3 +176,13 @@ def test_reference_logprobs_come_back_in_input_order():
     got = dataset_logprobs(model, prompts, responses, pad_id=4, device=torch.device("cpu"), batch_size=2)
     one_by_one = torch.cat([_lp(model, [p], [r]) for p, r in zip(prompts, responses)])
     torch.testing.assert_close(got, one_by_one)
+
+
+def test_sft_loss_from_logps_is_the_token_mean_nll_by_hand():
+    """The NLL term of --nll and of the continued-SFT baseline: -(sum of the real answers' token
+    log-probs) / (their token count), here two answers of 2 and 1 tokens."""
+    from model.losses import sft_loss_from_logps
+
+    logp_y = torch.tensor([math.log(0.5) + math.log(0.25), math.log(0.1)])
+    expected = -(math.log(0.5) + math.log(0.25) + math.log(0.1)) / 3
+    assert abs(float(sft_loss_from_logps(logp_y, 3)) - expected) < 1e-6

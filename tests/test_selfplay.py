@@ -18,13 +18,14 @@ def read_lines(path):
 def spin_run(sft_run, small_data, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("spin")
     run_script("train_spin.py", "--smoke", "--init", sft_run / "ckpt.pt", "--data_dir", small_data, cwd=cwd)
-    return cwd / "runs" / "spin"
+    return cwd / "runs" / "spin_smoke"  # --smoke without --name: the default name gets _smoke
 
 
 @pytest.fixture(scope="module")
 def tspin_run(sft_run, small_data, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("tspin")
-    run_script("train_tspin.py", "--smoke", "--init", sft_run / "ckpt.pt", "--data_dir", small_data, cwd=cwd)
+    run_script("train_tspin.py", "--smoke", "--name", "tspin", "--init", sft_run / "ckpt.pt", "--data_dir", small_data,
+               cwd=cwd)
     return cwd / "runs" / "tspin"
 
 
@@ -84,7 +85,7 @@ def test_tspin_smoke_keeps_one_model_and_reuses_proto(tspin_run):
 def test_tspin_resume_continues_after_the_last_iteration(tspin_run):
     cwd = tspin_run.parents[1]
     tokens_before = json.loads((tspin_run / "summary.json").read_text())["tokens_seen"]
-    proc = run_script("train_tspin.py", "--resume", "--iters", 3, cwd=cwd)
+    proc = run_script("train_tspin.py", "--resume", cwd=cwd)
     assert "T-SPIN iter 1" in proc.stdout
     # --resume takes the run's own settings (iters=2): nothing left to do, the table is printed again
     rows = read_lines(tspin_run / "metrics.jsonl")
@@ -139,3 +140,18 @@ def test_every_iteration_says_how_far_the_model_moved(tspin_run):
     assert all(0 <= evals[i]["changed_answers"] <= 1 for i in (0, 1))
     ends = [r for r in rows if r.get("event") == "iteration_end"]
     assert len(ends) == 2 and all(0 < r["update_ratio"] < 0.1 for r in ends)
+
+
+def test_remedies_nll_and_mix_previous(sft_run, small_data, tmp_path):
+    """--nll W adds W x the SFT loss on y to the T-SPIN loss (RPO); --mix_previous trains iteration t on
+    its own y_gen and on iteration t-1's (the official SPIN code's mixing), so iteration 1 has twice the
+    examples."""
+    run_script("train_tspin.py", "--smoke", "--name", "remedies", "--init", sft_run / "ckpt.pt", "--data_dir",
+               small_data, "--nll", 0.5, "--mix_previous", "--baseline", "false", cwd=tmp_path)
+    rows = read_lines(tmp_path / "runs" / "remedies" / "metrics.jsonl")
+    train = [r for r in rows if "loss_total" in r]
+    assert train and all(r["nll"] > 0 for r in train)
+    for r in train:
+        assert abs(r["loss_total"] - (r["loss"] + 0.5 * r["nll"])) < 1e-4 * max(1.0, r["loss_total"])
+    starts = [r for r in rows if r.get("event") == "iteration_start"]
+    assert [r["examples"] for r in starts] == [128, 256]
