@@ -28,26 +28,27 @@ from model.sampler import generate, stream
 from model.tokenizer import Tokenizer
 from model.train_utils import die, load_checkpoint, model_from_checkpoint, pick_device
 
-parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip(), allow_abbrev=False)
+parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip(), allow_abbrev=False,
+                                 formatter_class=lambda prog: argparse.HelpFormatter(prog, max_help_position=30))
 parser.add_argument("checkpoints", nargs="+", metavar="RUN_OR_CKPT",
                     help="run directories (their latest ckpt.pt, e.g. runs/sft, runs/tspin/iter1) or ckpt.pt files")
-parser.add_argument("--prompt", action="append", default=[], help="a prompt to answer (repeat the flag for more)")
-parser.add_argument("--prompt_file", default="", help="prompts, one per line, or JSONL records with a 'prompt' field")
+parser.add_argument("--prompt", metavar="TEXT", action="append", default=[], help="a prompt to answer (repeat the flag for more)")
+parser.add_argument("--prompt_file", metavar="FILE", default="", help="prompts, one per line, or JSONL records with a 'prompt' field")
 parser.add_argument("--eval", type=int, default=0, metavar="N",
                     help="answer N prompts spread over the eval split (greedy, as the evaluation) and score them")
-parser.add_argument("--eval_data", default="",
+parser.add_argument("--eval_data", metavar="FILE", default="",
                     help="the eval split for --eval (default: the one the first checkpoint was trained with)")
 parser.add_argument("--chat", action="store_true", help="interactive chat, answers streamed; /temp x, /reset, /quit")
-parser.add_argument("--temperature", type=float, default=None,
+parser.add_argument("--temperature", metavar="T", type=float, default=None,
                     help="sampling temperature, 0 is greedy (default 0.6; --eval is always greedy)")
-parser.add_argument("--top_k", type=int, default=50, help="sample among the k most likely tokens only (0: all)")
-parser.add_argument("--top_p", type=float, default=1.0, help="nucleus: the fewest tokens holding this much probability (1: off)")
-parser.add_argument("--max_new_tokens", type=int, default=0,
+parser.add_argument("--top_k", metavar="K", type=int, default=50, help="sample among the k most likely tokens only (0: all)")
+parser.add_argument("--top_p", metavar="P", type=float, default=1.0, help="nucleus: the fewest tokens holding this much probability (1: off)")
+parser.add_argument("--max_new_tokens", metavar="N", type=int, default=0,
                     help="longest answer in tokens (default: the checkpoint's evaluation length, 96 unless changed)")
-parser.add_argument("--num_samples", type=int, default=1, help="answers per prompt, each from its own random stream")
-parser.add_argument("--seed", type=int, default=1337, help="random seed: the same seed gives the same text on CPU")
-parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-parser.add_argument("--out", default="", help="also write the answers as a markdown table to this file (e.g. answers.md)")
+parser.add_argument("--num_samples", metavar="N", type=int, default=1, help="answers per prompt, each from its own random stream")
+parser.add_argument("--seed", metavar="N", type=int, default=1337, help="random seed: the same seed gives the same text on CPU")
+parser.add_argument("--device", metavar="DEV", default="auto", help="auto, cpu, cuda or mps")
+parser.add_argument("--out", metavar="FILE", default="", help="also write the answers as a markdown table to this file (e.g. answers.md)")
 parser.error = die  # a bad flag is one line too, like every other error here (--help shows the usage)
 args = parser.parse_args()
 

@@ -555,6 +555,7 @@ def finish(run):
     the process group."""
     if run.dist.main:
         table = results_table(run.run_dir, run.kind)
+        plot_run(run.run_dir, title=f"{run.kind}: {run.cfg.name}")  # again: the baseline's last row came after
         write_json(run.run_dir / "summary.json", {
             "kind": run.kind_id, "name": run.cfg.name, "iters": run.cfg.iters, "steps": run.step,
             "wall_time_s": round(time.time() - run.t_start, 1), "nan_count": run.guard.count,
