@@ -24,7 +24,16 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from model import dist as D
-from model.data import DataError, batches, collate, fit_to_context, read_json_lines, read_jsonl, write_jsonl
+from model.data import (
+    DataError,
+    batches,
+    collate,
+    data_paths,
+    fit_to_context,
+    read_json_lines,
+    read_jsonl,
+    write_jsonl,
+)
 from model.evaluate import evaluate, show_samples, summary_line
 from model.gpt import GPT, GPTConfig
 from model.losses import sft_loss_from_logps
@@ -113,8 +122,7 @@ if dist.main:
 torch.manual_seed(cfg.seed + dist.rank)
 data_dir = Path(cfg.data_dir)
 tok_path = cfg.tokenizer or data_dir / "tokenizer"
-train_path = cfg.data or data_dir / ("train.jsonl" if cfg.subset == 100 else f"train_{cfg.subset}.jsonl")
-eval_path = cfg.eval_data or data_dir / "eval.jsonl"
+train_path, eval_path = data_paths(cfg)
 try:
     tok = Tokenizer.load(tok_path)
     train_records, eval_records = read_jsonl(train_path), read_jsonl(eval_path)

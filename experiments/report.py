@@ -248,6 +248,18 @@ def moved_text(res):
 # figures
 
 
+def finish_figure(fig, axes, ylabels, path):
+    """The report's figures all end the same way: iterations on x, a label per panel, grid, legend, saved."""
+    for ax, ylabel in zip(axes, ylabels):
+        ax.set_xlabel("self-play iteration")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def iteration_figure(path, res, key, ylabel):
     """key vs iteration for the self-play methods (theta_0 at x = -1), SFT baselines as lines;
     error bars and bands are the std over seeds."""
@@ -265,13 +277,7 @@ def iteration_figure(path, res, key, ylabel):
         if not math.isnan(sd):
             ax.axhspan(mean - sd, mean + sd, color=color, alpha=0.1)
     ax.set_xticks(xs, ["theta_0"] + [str(t) for t in res.iters])
-    ax.set_xlabel("self-play iteration")
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    finish_figure(fig, [ax], [ylabel], path)
 
 
 def gap_figure(path, res):
@@ -283,13 +289,7 @@ def gap_figure(path, res):
                     color=color, label=LABEL[m])
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(list(res.iters))
-    ax.set_xlabel("self-play iteration")
-    ax.set_ylabel("log p(y) - log p(y')  (nats, mean over training)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    finish_figure(fig, [ax], ["log p(y) - log p(y')  (nats, mean over training)"], path)
 
 
 def movement_figure(path, res):
@@ -301,15 +301,9 @@ def movement_figure(path, res):
             pts_ = [(t, statistics.fmean(v)) for t in res.iters if (v := movement(res, m, t)[which])]
             ax.plot([t for t, _ in pts_], [100 * v if which == 0 else v for _, v in pts_], marker="o", ms=4,
                     color=color, label=LABEL[m])
-    for ax, ylabel in zip(axes, ("pairs with y_gen == y, %", "weight distance from theta_0 (relative L2)")):
+    for ax in axes:
         ax.set_xticks(list(res.iters))
-        ax.set_xlabel("self-play iteration")
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    finish_figure(fig, axes, ["pairs with y_gen == y, %", "weight distance from theta_0 (relative L2)"], path)
 
 
 FIGURES = {"accuracy_vs_iteration.png": "accuracy vs iteration", "pipe_rate_vs_iteration.png": "pipe rate vs iteration",

@@ -95,6 +95,14 @@ def write_jsonl(path, records):
     atomic_write(path, lambda f: f.writelines((json.dumps(r, ensure_ascii=False) + "\n").encode() for r in records))
 
 
+def data_paths(cfg):
+    """(train file, eval file) of a run: --data / --eval_data if given, else the generated split in
+    --data_dir (train.jsonl, or the nested train_<subset>.jsonl) and its eval.jsonl."""
+    data_dir = Path(cfg.data_dir)
+    train = cfg.data or data_dir / ("train.jsonl" if cfg.subset == 100 else f"train_{cfg.subset}.jsonl")
+    return Path(train), Path(cfg.eval_data or data_dir / "eval.jsonl")
+
+
 # ----------------------------------------------------------------------------------------------------
 # The one chat template
 

@@ -24,6 +24,7 @@ from model.data import (
     DataError,
     batches,
     collate,
+    data_paths,
     fit_to_context,
     format_prompt,
     read_json_lines,
@@ -136,10 +137,8 @@ def weight_distance(model, reference):
 
 def load_prompts(cfg):
     """Training records (prompt + real answer y) and eval records."""
-    data_dir = Path(cfg.data_dir)
-    train_path = cfg.data or data_dir / ("train.jsonl" if cfg.subset == 100 else f"train_{cfg.subset}.jsonl")
-    train = read_jsonl(train_path)
-    evals = read_jsonl(cfg.eval_data or data_dir / "eval.jsonl")
+    train_path, eval_path = data_paths(cfg)
+    train, evals = read_jsonl(train_path), read_jsonl(eval_path)
     if cfg.smoke:
         train, evals = train[:128], evals[::max(1, len(evals) // 48)]
     return train, evals, train_path
