@@ -11,7 +11,7 @@ SFT_NAME ?= sft$(SFX)
 SFT_CKPT := runs/$(SFT_NAME)/ckpt.pt
 export PYTHONHASHSEED := 0
 
-.PHONY: setup data sft spin tspin sample paper notebooks test bench lint clean
+.PHONY: setup data sft spin tspin sample paper regimes notebooks test bench lint clean
 
 setup: $(VENV)
 
@@ -53,6 +53,10 @@ sample: $(SFT_CKPT)
 
 paper: data
 	$(PY) -m experiments.paper $(FLAGS)
+
+# the regime map (experiments/regimes.py): about 2 h on 2 cores; resumable, run it again to continue
+regimes: data
+	$(PY) -m experiments.regimes $(FLAGS)
 
 notebooks: data
 	$(PY) -m notebooks.run --full

@@ -108,6 +108,11 @@ def describe(arg, ckpt):
     return f"{arg}: {ckpt['kind']} checkpoint, step {ckpt.get('step', '?')}{after}"
 
 
+def template(ckpt):
+    # the prompt template the run trained and evaluated with (--template), so a checkpoint is asked as it was
+    return ckpt.get("config", {}).get("template", "chat")
+
+
 def max_new(ckpt):
     # by default the length the run's own evaluation used, so --eval scores what the run scored
     return args.max_new_tokens or ckpt.get("config", {}).get("max_new_tokens", 96)
@@ -155,7 +160,7 @@ if args.chat:
         if line.startswith("/"):
             print("(commands: /temp x, /reset, /quit)")
             continue
-        ids = format_prompt(tok, line)
+        ids = format_prompt(tok, line, template(ckpt))
         room = min(max_new(ckpt), model.config.block_size - len(ids))
         if room < 1:
             print(f"(that prompt is {len(ids)} tokens: longer than the model's context of {model.config.block_size})")
@@ -229,12 +234,12 @@ metrics = {}  # label -> the evaluation's metrics (--eval)
 for label, (ckpt, model, tok) in zip(labels, loaded):
     if records is not None:
         # the evaluation itself, on these prompts: the same answers, verdicts and accuracy as a run's eval
-        metrics[label], samples = evaluate(model, tok, records, device, max_new(ckpt))
+        metrics[label], samples = evaluate(model, tok, records, device, max_new(ckpt), template=template(ckpt))
         answers[label] = [[{"text": s["response"], "ended": s["ended"], "right": s["right"],
                             "pipe": has_pipe_leak(r, s["response"])}] for r, s in zip(records, samples)]
         continue
     # the sampler directly, not model.evaluate.answer(): answer() takes no top_k, and chat_cli's top-k 50 is ours
-    ids = [format_prompt(tok, p) for p in prompts]
+    ids = [format_prompt(tok, p, template(ckpt)) for p in prompts]
     room = model.config.block_size - max(len(i) for i in ids)
     if room < 1:
         die(f"a prompt of {max(len(i) for i in ids)} tokens does not fit the context ({model.config.block_size})")

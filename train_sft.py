@@ -77,6 +77,7 @@ defaults = dict(
     subset=100,                  # 25, 50 or 100: percent of the train split
     eval_data="",                # held-out prompts (default: <data_dir>/eval.jsonl)
     tokenizer="",                # tokenizer dir (default: <data_dir>/tokenizer)
+    template="chat",             # prompt template: chat (ours) or instruction (Alpaca-style "### Instruction:")
     preset="haiku",              # haiku (~1M parameters) or sonnet (~10M)
     init="",                     # continue from this checkpoint instead of a fresh model
     dropout=0.0,                 # dropout probability in the model
@@ -140,8 +141,8 @@ except (FileNotFoundError, ValueError, RuntimeError) as e:
 if cfg.smoke:
     train_records, eval_records = train_records[:256], eval_records[::max(1, len(eval_records) // 48)]
 block_size = model.config.block_size
-train_records, prompts, responses, note = fit_to_context(tok, train_records, block_size)
-eval_records, _, _, eval_note = fit_to_context(tok, eval_records, block_size)
+train_records, prompts, responses, note = fit_to_context(tok, train_records, block_size, cfg.template)
+eval_records, _, _, eval_note = fit_to_context(tok, eval_records, block_size, cfg.template)
 for path, records, what in [(train_path, train_records, note), (eval_path, eval_records, eval_note)]:
     if not records:
         die(f"{path}: no example fits the model's context ({block_size} tokens)")
@@ -191,7 +192,7 @@ def checkpoint(step):
 
 def run_eval(step, final=False):
     records = eval_records if final else eval_records[::max(1, len(eval_records) // cfg.eval_subset)]
-    metrics, samples = evaluate(raw_model, tok, records, device, cfg.max_new_tokens, dist=dist)
+    metrics, samples = evaluate(raw_model, tok, records, device, cfg.max_new_tokens, dist=dist, template=cfg.template)
     if dist.main:
         log.log(step=step, **metrics, final=final)
         print(f"\nstep {step} eval ({len(records)} prompts): {summary_line(metrics)}", flush=True)

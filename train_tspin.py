@@ -56,7 +56,7 @@ if run.resumed:
 else:
     y0 = synthesize(model, run.tok, run.records, cfg, seed=cfg.seed, dist=run.dist)
     if run.dist.main:
-        save_answers(y0_path, run.records, run.y, y0, run.tok)
+        save_answers(y0_path, run.records, run.y, y0, run.tok, cfg.template)
 for it in range(run.start_iter, cfg.iters):
     b = per_iteration(cfg.b, it, "b")  # the one place b is decided; the loss only receives the number
     start_sum = param_checksum(model)

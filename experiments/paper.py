@@ -21,11 +21,7 @@ each with cores/jobs threads.
 """
 
 import argparse
-import json
-import os
-import subprocess
-import sys
-import time
+from functools import partial
 from pathlib import Path
 
 from experiments import report
@@ -44,7 +40,8 @@ from experiments.plan import (
     run_dir,
     write_eval,
 )
-from model.train_utils import RUNS_DIR, write_json
+from experiments.runner import execute
+from model.train_utils import RUNS_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,7 +49,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scenario", default="plateau", choices=list(SCENARIOS),
-                    help="plateau: theta_0 = SFT on 100%% (the paper); scarce: theta_0 = SFT on 25%%")
+                    help="plateau: theta_0 = SFT on 100%% (the paper); scarce: on 25%%; undertrained: stopped "
+                         "early; template: self-play and eval in another prompt template")
     ap.add_argument("--seeds", default="", help="comma-separated (default 0,1,2; 0 with --smoke)")
     ap.add_argument("--iters", type=int, default=5, help="self-play iterations (the paper's 0..4)")
     ap.add_argument("--selfplay_epochs", type=int, default=SELFPLAY_EPOCHS, help="epochs per self-play iteration")
@@ -72,61 +70,14 @@ def parse_args(argv=None):
     return args
 
 
-def launch(args, seed, method):
-    """Start one run in the background, its console output to a log file; returns (process, log file)."""
-    cmd = [sys.executable, str(ROOT / RUNS[method][0]), *map(str, flags(args, seed, method))]
-    if run_dir(args.out, seed, method).exists():  # a run killed before its summary.json: start it afresh
-        cmd.append("--overwrite")                # (the scripts move the unfinished one aside, never delete)
-    log_path = args.out / "logs" / f"s{seed}_{method}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    threads = str(max(1, (os.cpu_count() or 1) // args.jobs))  # the jobs share the cores, not oversubscribe them
-    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    print(f"    $ {' '.join(cmd[1:])}", flush=True)
-    log = open(log_path, "w")
-    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), log
-
-
-def execute(args, plan):
-    """Runs what is not done yet, up to --jobs at a time, each once what it needs is done. Keeps the wall
-    time of every run and of the whole in <out>/wall_times.json, across resumed invocations."""
-    times_path = args.out / "wall_times.json"
-    times = json.loads(times_path.read_text()) if times_path.exists() else {"runs": {}, "elapsed_s": 0.0}
-    times["jobs"] = args.jobs
-    done = {(r.seed, r.method) for r in plan if r.done}
-    todo = sorted((r for r in plan if not r.done), key=lambda r: (PRIORITY.index(r.method), r.seed))
-    running, started, n = {}, time.time(), len(todo)
-    estimated = spent = 0.0
-    while todo or running:
-        while len(running) < args.jobs:
-            ready = next((r for r in todo if all((r.seed, d) in done for d in NEEDS[r.method])), None)
-            if ready is None:
-                break
-            todo.remove(ready)
-            print(f"[{n - len(todo)}/{n}] seed {ready.seed} {ready.method}: {describe(args, ready.method)}", flush=True)
-            running[(ready.seed, ready.method)] = (ready, time.time(), *launch(args, ready.seed, ready.method))
-        time.sleep(0.2)
-        for key, (r, t0, proc, log) in list(running.items()):
-            if proc.poll() is None:
-                continue
-            log.close()
-            del running[key]
-            if proc.returncode != 0:
-                for _, _, other, _ in running.values():
-                    other.kill()
-                tail = "\n".join(Path(log.name).read_text().splitlines()[-30:])
-                sys.exit(f"{RUNS[r.method][0]} failed (exit {proc.returncode}); the end of {log.name}:\n{tail}")
-            wall = time.time() - t0
-            done.add(key)
-            times["runs"][f"s{r.seed}/{r.method}"] = round(wall, 1)
-            times["elapsed_s"] = round(times["elapsed_s"] + time.time() - started, 1)
-            started = time.time()
-            write_json(times_path, times)
-            spent, estimated = spent + wall, estimated + r.est
-            left = sum(x.est for x in todo + [v[0] for v in running.values()]) * spent / estimated / args.jobs
-            print(f"    seed {r.seed} {r.method} done in {wall:.0f} s (estimated {r.est:.0f} s alone); "
-                  f"about {left / 60:.0f} min left", flush=True)
-    write_json(times_path, times)
+def schedule(args, plan):
+    """The plan as experiments/runner.py runs it: ready runs start longest first (PRIORITY), so that the
+    short ones fill the gaps at the end."""
+    for r in plan:
+        r.key, r.run_dir = f"s{r.seed}/{r.method}", run_dir(args.out, r.seed, r.method)
+        r.needs = [f"s{r.seed}/{d}" for d in NEEDS[r.method]]
+        r.command = partial(lambda seed, method: [ROOT / RUNS[method][0], *flags(args, seed, method)], r.seed, r.method)
+    return sorted(plan, key=lambda r: (PRIORITY.index(r.method), r.seed))
 
 
 def main(argv=None):
@@ -136,7 +87,7 @@ def main(argv=None):
     if args.plan:
         return
     write_eval(args)
-    execute(args, plan)
+    execute(schedule(args, plan), args.out, args.jobs, describe=lambda r: describe(args, r.method))
     report.write(args.out, args.seeds)
 
 

@@ -2,11 +2,15 @@
 The paper experiment's design: which runs, with which flags, in which order, and what they cost.
 experiments/paper.py runs this plan; experiments/report.py reads what it produced.
 
-Two scenarios, both per seed and each from the same theta_0:
+Four scenarios, each reproducible by name (here with --scenario, in the regime map of experiments/regimes.py
+all four), per seed and each from the same theta_0:
 - plateau (default, the T-SPIN paper's design): theta_0 = SFT on 100% of train until its validation
   plateau (the paper's Zephyr-7B-SFT, fine-tuned on all 200k UltraChat examples); self-play on the 25%
   subset (the paper's 50k).
 - scarce: theta_0 = SFT on the 25% subset only, so self-play sees no data that theta_0 did not.
+- undertrained: theta_0 = SFT on 100%, stopped after a tenth of plateau's steps.
+- template: plateau's theta_0 (chat template), then self-play, its baselines and the evaluation in the
+  instruction template (--template instruction): the T-SPIN paper's situation.
 From theta_0: SPIN, T-SPIN and T-SPIN without the historical term (--b 0) on 25%, iterations 0..4;
 continued SFT on 100% for 2 epochs (the paper's SFT-200k row); continued SFT on 25% for exactly T-SPIN's
 optimizer steps and about its tokens (equal compute).
@@ -55,10 +59,17 @@ SFT_DEFAULTS = script_defaults(ROOT / "train_sft.py")
 # val loss was still falling, so the true plateau may lie further out (not measured: 3 runs at most).
 # scarce (25% subset): on a validation split of another generator seed (563 prompts, se ~1.9): final accuracy
 # 23.6% after 2400 steps, 29.3% after 4000, 28.8% after 4800 -> 4000.
-THETA0_STEPS = {"plateau": 6000, "scarce": 4000}
+# undertrained: SFT stopped after a tenth of plateau's steps, on purpose (a scenario, not a choice).
+# template: plateau's theta_0 (trained and evaluated with the chat template), then self-play, its baselines
+# and the evaluation all in the instruction template: the T-SPIN paper queried its chat-tuned Zephyr-7B-SFT
+# with an Alpaca-style "### Instruction:" prompt, so part of any gain there may be adapting to the template.
+THETA0_STEPS = {"undertrained": 600, "plateau": 6000, "scarce": 4000, "template": 6000}
 SCENARIOS = {
-    "plateau": dict(theta0_subset=100, what="the paper's design: theta_0 has seen all of train"),
-    "scarce": dict(theta0_subset=25, what="theta_0 has seen only the self-play subset"),
+    "plateau": dict(theta0_subset=100, template="chat", what="the paper's design: theta_0 has seen all of train"),
+    "scarce": dict(theta0_subset=25, template="chat", what="theta_0 has seen only the self-play subset"),
+    "undertrained": dict(theta0_subset=100, template="chat", what="theta_0 = SFT on 100%, stopped early"),
+    "template": dict(theta0_subset=100, template="instruction",
+                     what="plateau's theta_0, then self-play and eval in another prompt template"),
 }
 # Self-play epochs per iteration. The paper uses 2; with 2 the full run takes ~65 min on 2 cores, over the
 # 45-minute budget, so the default is 1 (the same number of iterations, half the steps in each).
@@ -118,8 +129,9 @@ def flags(args, seed, method):
     out = ["--out_dir", args.out / f"s{seed}", "--name", method, "--seed", seed, "--data_dir", args.data_dir,
            "--eval_data", eval_path(args)]
     out += ["--smoke"] if args.smoke else []
-    if method == "theta0":
+    if method == "theta0":  # always in the chat template; the template scenario changes it after theta_0
         return out + ["--subset", SCENARIOS[args.scenario]["theta0_subset"], "--max_steps", args.theta0_steps]
+    out += ["--template", SCENARIOS[args.scenario]["template"]]
     if method == "sft100":
         return out + ["--init", theta0, "--subset", 100, "--max_steps", two_epochs(args)]
     if method in SELFPLAY:

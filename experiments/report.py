@@ -26,7 +26,17 @@ matplotlib.use("Agg")  # files only: works headless
 import matplotlib.pyplot as plt  # noqa: E402
 
 from data.tasks import FAMILIES  # noqa: E402
-from experiments.plan import LABEL, RUNS, SCENARIOS, SELFPLAY, SFT_ROWS, equal_compute, read_summary, run_dir  # noqa: E402
+from experiments.plan import (  # noqa: E402
+    LABEL,
+    RUNS,
+    SCENARIOS,
+    SELFPLAY,
+    SFT_ROWS,
+    THETA0_STEPS,
+    equal_compute,
+    read_summary,
+    run_dir,
+)
 from model.data import read_jsonl  # noqa: E402
 from model.train_utils import read_metrics, write_json  # noqa: E402
 
@@ -64,8 +74,16 @@ def collect(out, seeds):
     theta0 = summaries[(seeds[0], "theta0")]["config"]
     return SimpleNamespace(out=Path(out), seeds=seeds, evals=evals, identical=identical, gaps=gaps, iters=iters,
                            summaries=summaries, theta0=theta0, smoke=theta0["smoke"],
-                           scenario=next((k for k, v in SCENARIOS.items() if v["theta0_subset"] == theta0["subset"]), "?"),
+                           scenario=scenario_of(theta0, summaries[(seeds[0], "tspin")]["config"]),
                            epochs=summaries[(seeds[0], "tspin")]["config"]["epochs"])
+
+
+def scenario_of(theta0, selfplay):
+    """Which scenario made these runs: theta_0's subset and the self-play template, then theta_0's steps
+    (plateau and undertrained differ only there; a --theta0_steps of one's own keeps the first match)."""
+    found = [k for k, v in SCENARIOS.items()
+             if v["theta0_subset"] == theta0["subset"] and v["template"] == selfplay.get("template", "chat")]
+    return next((k for k in found if THETA0_STEPS[k] == theta0["max_steps"]), found[0] if found else "?")
 
 
 def label(res, m):

@@ -7,7 +7,9 @@ Accepted records, one JSON object per line:
 Records without a `task` are scored on loss and pipe metrics only.
 
 The template lives in format_prompt() and nowhere else: SFT, evaluation, SPIN and T-SPIN all call it,
-so the model is never trained with one template and asked with another (a wart of the official SPIN code).
+so the model is never trained with one template and asked with another (a wart of the official SPIN code)
+unless a run asks for it by name: --template instruction queries a chat-trained model the way the T-SPIN
+paper queried its theta_0 (the `template` scenario of experiments/regimes.py).
 """
 
 import json
@@ -104,11 +106,21 @@ def data_paths(cfg):
 
 
 # ----------------------------------------------------------------------------------------------------
-# The one chat template
+# The one place a prompt becomes tokens
 
-def format_prompt(tok, prompt):
-    """<|user|> prompt <|assistant|>: the model's answer follows. Used for training and generation."""
-    return [tok.user_id] + tok.encode(prompt) + [tok.assistant_id]
+# chat: our own, with the tokenizer's special tokens (every script's default). instruction: the Alpaca-style
+# plain-text template ("### Instruction:" ... "### Response:") that the T-SPIN paper sampled its theta_0 with.
+TEMPLATES = ("chat", "instruction")
+
+
+def format_prompt(tok, prompt, template="chat"):
+    """The model's input before its answer. chat: <|user|> prompt <|assistant|>. Used for training and
+    generation alike; `template` is a run's --template."""
+    if template == "chat":
+        return [tok.user_id] + tok.encode(prompt) + [tok.assistant_id]
+    if template == "instruction":
+        return tok.encode(f"### Instruction:\n{prompt}\n\n### Response:\n")
+    raise ValueError(f"unknown template {template!r}: expected one of {', '.join(TEMPLATES)}")
 
 
 def format_response(tok, response):
@@ -116,14 +128,14 @@ def format_response(tok, response):
     return tok.encode(response) + [tok.eos_id]
 
 
-def fit_to_context(tok, records, block_size):
+def fit_to_context(tok, records, block_size, template="chat"):
     """What the model can take, encoded: -> (records kept, prompt ids, response ids, note). A prompt that
     leaves no room for an answer in the context is skipped; an answer that does not fit is cut so that
     prompt + response fit (inputs are the sequence minus its last token, so block_size + 1 tokens fit).
     note: one line counting both, for the script to print once, or None when everything fits."""
     kept, prompts, responses, cut = [], [], [], 0
     for r in records:
-        p, y = format_prompt(tok, r["prompt"]), format_response(tok, r["response"])
+        p, y = format_prompt(tok, r["prompt"], template), format_response(tok, r["response"])
         if len(p) >= block_size:
             continue
         cut += len(p) + len(y) > block_size + 1
@@ -137,13 +149,13 @@ def fit_to_context(tok, records, block_size):
     return kept, prompts, responses, note or None
 
 
-def encode_records(tok, records, block_size):
+def encode_records(tok, records, block_size, template="chat"):
     """-> (prompt ids, response ids) per record, answers cut to fit the context as in fit_to_context; a
     prompt that does not fit is an error here (the scripts drop those first, with fit_to_context)."""
-    kept, prompts, responses, _ = fit_to_context(tok, records, block_size)
+    kept, prompts, responses, _ = fit_to_context(tok, records, block_size, template)
     if len(kept) < len(records):
-        r = next(r for r in records if len(format_prompt(tok, r["prompt"])) >= block_size)
-        raise DataError(f"a prompt of {len(format_prompt(tok, r['prompt']))} tokens does not fit the context "
+        r = next(r for r in records if len(format_prompt(tok, r["prompt"], template)) >= block_size)
+        raise DataError(f"a prompt of {len(format_prompt(tok, r['prompt'], template))} tokens does not fit the context "
                         f"({block_size}): {r['prompt'][:60]!r}")
     return prompts, responses
 

@@ -15,12 +15,13 @@ from model.sampler import generate
 from model.train_utils import autocast
 
 
-def answer(model, tok, prompts, max_new_tokens, temperature=0.0, top_p=1.0, seed=0, batch_size=256, row_ids=None):
-    """Generate one answer per prompt text with the chat template. Returns (token lists, texts, ended):
+def answer(model, tok, prompts, max_new_tokens, temperature=0.0, top_p=1.0, seed=0, batch_size=256, row_ids=None,
+           template="chat"):
+    """Generate one answer per prompt text in the prompt template (data.format_prompt). Returns (token lists, texts, ended):
     token lists keep the EOS when the model produced one; texts are decoded without it."""
     if not prompts:
         return [], [], []
-    ids = [format_prompt(tok, p) for p in prompts]
+    ids = [format_prompt(tok, p, template) for p in prompts]
     limit = model.config.block_size
     max_new = min(max_new_tokens, limit - max(len(i) for i in ids))
     outs = generate(model, ids, max_new, temperature=temperature, top_p=top_p, eos_id=tok.eos_id, seed=seed,
@@ -31,11 +32,11 @@ def answer(model, tok, prompts, max_new_tokens, temperature=0.0, top_p=1.0, seed
 
 
 @torch.no_grad()
-def reference_loss(model, tok, records, device, batch_size=64):
+def reference_loss(model, tok, records, device, batch_size=64, template="chat"):
     """Mean response-token NLL of the reference answers (teacher forcing), token-weighted."""
     was_training = model.training
     model.eval()
-    prompts, responses = encode_records(tok, records, model.config.block_size)
+    prompts, responses = encode_records(tok, records, model.config.block_size, template)
     total, count = torch.zeros((), device=device), torch.zeros((), device=device)
     for idx in sorted_batches([len(p) + len(r) for p, r in zip(prompts, responses)], batch_size):
         x, y, m = (t.to(device) for t in collate([prompts[j] for j in idx], [responses[j] for j in idx], tok.pad_id))
@@ -115,13 +116,14 @@ def eval_metrics(records, responses, ended_with_eos):
     return out
 
 
-def evaluate(model, tok, records, device, max_new_tokens=96, batch_size=256, dist=None, n_show=0):
+def evaluate(model, tok, records, device, max_new_tokens=96, batch_size=256, dist=None, n_show=0, template="chat"):
     """-> (metrics dict, samples list). Under torchrun each rank answers its share of the prompts and
     every rank returns the same metrics."""
     dist = dist or Dist()
     mine = records[dist.rank::dist.world]
-    _, texts, ended = answer(model, tok, [r["prompt"] for r in mine], max_new_tokens, batch_size=batch_size)
-    total, count = reference_loss(model, tok, mine, device)
+    _, texts, ended = answer(model, tok, [r["prompt"] for r in mine], max_new_tokens, batch_size=batch_size,
+                             template=template)
+    total, count = reference_loss(model, tok, mine, device, template=template)
     texts = gather_lists(dist, texts, len(records))
     ended = gather_lists(dist, ended, len(records))
     loss_sum = all_reduce_sum(dist, torch.stack([total, count]))

@@ -12,17 +12,20 @@ from model.train_utils import read_metrics  # noqa: E402
 
 PANELS = [
     ("loss", ["loss", "eval_loss"]),
-    ("held-out accuracy", ["accuracy"]),
+    ("held-out accuracy (eval; val dotted)", ["accuracy", "val_accuracy"]),
     ("pipe rate (non-table answers with '|')", ["pipe_rate"]),
     ("rewards / advantages", ["rewards/margins", "rewards/real", "rewards/generated", "adv/current", "adv/historical"]),
     ("log p(y) - log p(y')", ["logps/gap"]),
+    ("mean log p: y and y_gen on the training pairs, y on val (likelihood displacement)",
+     ["logps/real", "logps/generated", "val_logp_y"]),
     ("how far it moved: |theta - theta_0| / |theta_0|, y_gen == y share", ["weight_dist", "identical_share"]),
     ("answer length / reference length, answers in a loop", ["len_ratio", "repetition_rate"]),
 ]
 # panels where the equal-compute continued-SFT baseline (<run>/baseline/) is drawn beside the run
-BASELINE_PANELS = ("held-out accuracy", "pipe rate (non-table answers with '|')",
+BASELINE_PANELS = ("held-out accuracy (eval; val dotted)", "pipe rate (non-table answers with '|')",
                    "answer length / reference length, answers in a loop",
-                   "how far it moved: |theta - theta_0| / |theta_0|, y_gen == y share")
+                   "how far it moved: |theta - theta_0| / |theta_0|, y_gen == y share",
+                   "mean log p: y and y_gen on the training pairs, y on val (likelihood displacement)")
 
 
 def series(rows, key):
@@ -45,7 +48,8 @@ def plot_run(run_dir, out=None, title=None):
         for k in keys:
             xs, ys = series(rows, k)
             dense = len(xs) > 30
-            ax.plot(xs, ys, label=k, lw=1 if dense else 1.5, marker=None if dense else "o", ms=3)
+            ax.plot(xs, ys, label=k, lw=1 if dense else 1.5, marker=None if dense else "o", ms=3,
+                    ls=":" if k.startswith("val_") else "-")
             bx, by = series(baseline, k)
             if name in BASELINE_PANELS and bx:
                 ax.plot(bx, by, label=f"{k}: continued SFT", lw=1.2, ls="--", marker="s", ms=3, color="black")

@@ -73,6 +73,8 @@ SELFPLAY_DEFAULTS = dict(
     data="",                     # any JSONL with prompt/response or messages (overrides data_dir/subset)
     subset=25,                   # percent of the train split; the papers self-play on 50k of 200k: 25
     eval_data="",                # held-out prompts (default: <data_dir>/eval.jsonl)
+    val_data="",                 # validation prompts, scored at every evaluation (default: <data_dir>/val.jsonl if there; none = off)
+    template="chat",             # prompt template: chat (ours) or instruction (Alpaca-style; the T-SPIN paper's situation)
     tokenizer="",                # tokenizer dir (default: the one the init checkpoint was trained with)
     iters=3,                     # self-play iterations t = 0 .. iters-1
     epochs=2,                    # passes over the pairs per iteration (the papers: 2)
@@ -135,22 +137,32 @@ def weight_distance(model, reference):
     return (diff / norm) ** 0.5
 
 
+def val_path(cfg):
+    """The validation split scored at every evaluation: --val_data, else <data_dir>/val.jsonl when it exists
+    (data made before it had none), None with --val_data none."""
+    if cfg.val_data == "none":
+        return None
+    path = Path(cfg.val_data or Path(cfg.data_dir) / "val.jsonl")
+    return path if cfg.val_data or path.is_file() else None
+
+
 def load_prompts(cfg):
-    """Training records (prompt + real answer y) and eval records."""
+    """Training records (prompt + real answer y), eval records and validation records ([] without)."""
     train_path, eval_path = data_paths(cfg)
     train, evals = read_jsonl(train_path), read_jsonl(eval_path)
+    vals = read_jsonl(val_path(cfg)) if val_path(cfg) else []
     if cfg.smoke:
-        train, evals = train[:128], evals[::max(1, len(evals) // 48)]
-    return train, evals, train_path
+        train, evals, vals = train[:128], evals[::max(1, len(evals) // 48)], vals[::max(1, len(vals) // 48)]
+    return train, evals, vals, train_path
 
 
 def synthesize(model, tok, records, cfg, seed, dist):
-    """One sampled answer per prompt, in the chat template. Under torchrun each rank samples its share and
+    """One sampled answer per prompt, in the run's prompt template. Under torchrun each rank samples its share and
     every rank gets the whole list back; each prompt's random stream is keyed by its global index, so the
     result is what a single process would have built. Returns response token lists (EOS kept)."""
     idx = list(range(dist.rank, len(records), dist.world))
     ids, _, _ = answer(model, tok, [records[i]["prompt"] for i in idx], cfg.max_new_tokens,
-                       temperature=cfg.temperature, top_p=cfg.top_p, seed=seed, row_ids=idx)
+                       temperature=cfg.temperature, top_p=cfg.top_p, seed=seed, row_ids=idx, template=cfg.template)
     return D.gather_lists(dist, ids, len(records))
 
 
@@ -164,7 +176,8 @@ def play(run, it, opponent):
     t0 = time.time()
     y_gen = synthesize(opponent, run.tok, run.records, run.cfg, seed=run.cfg.seed + 1000 * (it + 1), dist=run.dist)
     if run.dist.main:
-        save_answers(run.run_dir / f"iter{it}" / "synthetic.jsonl", run.records, run.y, y_gen, run.tok)
+        save_answers(run.run_dir / f"iter{it}" / "synthetic.jsonl", run.records, run.y, y_gen, run.tok,
+                     run.cfg.template)
         share = identical_share(run.y, y_gen)
         run.log.log(step=run.step, iter=it, identical_share=share, gen_seconds=time.time() - t0,
                     gen_mean_tokens=sum(map(len, y_gen)) / len(y_gen))
@@ -173,9 +186,9 @@ def play(run, it, opponent):
     return y_gen
 
 
-def save_answers(path, records, y, y_gen, tok):
+def save_answers(path, records, y, y_gen, tok, template="chat"):
     """Readable JSONL of (prompt, real answer y, generated answer y_gen) with y_gen's ids."""
-    write_jsonl(path, [{"prompt": r["prompt"], "input": tok.decode(format_prompt(tok, r["prompt"])),
+    write_jsonl(path, [{"prompt": r["prompt"], "input": tok.decode(format_prompt(tok, r["prompt"], template)),
                         "real": r["response"], "generated": tok.decode(g), "identical": real == g,
                         "generated_ids": g}
                        for r, real, g in zip(records, y, y_gen)])
@@ -408,8 +421,10 @@ def start_baseline(run, resume_iter):
 
 TABLE_COLUMNS = [("accuracy", "accuracy", ".3f"), ("± se", "accuracy_se", ".3f"), ("pipe", "pipe_rate", ".3f"),
                  ("eval loss", "eval_loss", ".3f"), ("eos", "eos_rate", ".2f"), ("len", "mean_len", ".1f"),
+                 ("len/ref", "len_ratio", ".2f"), ("loops", "repetition_rate", ".3f"),
                  ("y_gen=y", "identical_share", ".2f"), ("moved", "weight_dist", ".4f"),
-                 ("changed", "changed_answers", ".2f")]
+                 ("changed", "changed_answers", ".2f"), ("val acc", "val_accuracy", ".3f"),
+                 ("val lp(y)", "val_logp_y", ".2f")]
 
 
 def iteration_rows(run_dir):
@@ -488,7 +503,8 @@ def start(defaults, kind, script):
         die(f"{e} (self-play starts from an SFT checkpoint: run `make sft` first, or pass --init)")
     theta_0 = {k: v.detach().clone() for k, v in model.state_dict().items()}  # for weight distances
     try:
-        records, eval_records, train_path = load_prompts(cfg)
+        records, eval_records, val_records, train_path = load_prompts(cfg)
+        has_val = bool(val_records)
         if mid and resume["iter"] > 0:
             model.load_state_dict(load_checkpoint(run_dir / f"iter{resume['iter'] - 1}" / "ckpt.pt")["model"])
         elif resume and not mid:
@@ -496,9 +512,11 @@ def start(defaults, kind, script):
     except (DataError, FileNotFoundError, ValueError, RuntimeError) as e:
         die(str(e))
     block_size = model.config.block_size
-    records, prompts, y, note = fit_to_context(tok, records, block_size)
-    eval_records, _, _, eval_note = fit_to_context(tok, eval_records, block_size)
-    for what, rows, text in [(train_path, records, note), ("eval data", eval_records, eval_note)]:
+    records, prompts, y, note = fit_to_context(tok, records, block_size, cfg.template)
+    eval_records, _, _, eval_note = fit_to_context(tok, eval_records, block_size, cfg.template)
+    val_records, val_prompts, val_y, val_note = fit_to_context(tok, val_records, block_size, cfg.template)
+    for what, rows, text in [(train_path, records, note), ("eval data", eval_records, eval_note),
+                             ("val data", val_records if has_val else [None], val_note)]:
         if not rows:
             die(f"{what}: no example fits the model's context ({block_size} tokens)")
         if text and dist.main:
@@ -521,6 +539,7 @@ def start(defaults, kind, script):
     run = SimpleNamespace(kind=kind, kind_id=kind_id, cfg=cfg, main_cfg=cfg, lr_flag="lr", run_dir=run_dir,
                           dist=dist, device=device, model=model, train_model=train_model, tok=tok, tok_path=tok_path,
                           records=records, eval_records=eval_records, prompts=prompts, y=y, guard=guard, log=log,
+                          val_records=val_records, val_prompts=val_prompts, val_y=val_y,
                           start_iter=start_iter, step=step, resumed=resume is not None, t_start=time.time(),
                           resume_at=resume if mid else None, clock=CheckpointClock(cfg.ckpt_interval, cfg.ckpt_seconds),
                           tokens_seen=resume.get("tokens_seen", 0) if resume else 0, theta_0=theta_0,
@@ -530,10 +549,21 @@ def start(defaults, kind, script):
     return run
 
 
+# what each evaluation also logs of the validation split, as val_<key>; plus val_logp_y, the mean summed
+# log-prob of the real answers y (a pairwise loss can push it down while y still beats y_gen)
+VAL_KEYS = ("accuracy", "accuracy_se", "eval_loss", "pipe_rate", "len_ratio", "repetition_rate", "eos_rate")
+
+
 def evaluate_iteration(run, it):
     """The shared evaluation after iteration `it` (-1: theta_0, the SFT row of the table)."""
     metrics, samples = evaluate(run.model, run.tok, run.eval_records, run.device, run.cfg.max_new_tokens,
-                                dist=run.dist)
+                                dist=run.dist, template=run.cfg.template)
+    if run.val_records:  # the split that choices are made on, and where likelihood displacement shows
+        val, _ = evaluate(run.model, run.tok, run.val_records, run.device, run.cfg.max_new_tokens, dist=run.dist,
+                          template=run.cfg.template)
+        metrics.update({f"val_{k}": val[k] for k in VAL_KEYS if k in val})
+        metrics["val_logp_y"] = float(dataset_logprobs(run.model, run.val_prompts, run.val_y, run.tok.pad_id,
+                                                       run.device).mean())
     answers = [s["response"] for s in samples]
     metrics["weight_dist"] = weight_distance(run.model, run.theta_0)
     if run.last_answers is not None:  # greedy answers that changed since the previous evaluation

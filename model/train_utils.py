@@ -25,7 +25,7 @@ from types import SimpleNamespace
 
 import torch
 
-from model.data import atomic_write, read_json_lines
+from model.data import TEMPLATES, atomic_write, read_json_lines
 from model.gpt import GPT, GPTConfig
 
 RUNS_DIR = "runs"  # where runs go, by default; every script's --out_dir
@@ -154,6 +154,8 @@ RULES = {
     "preset": _one_of("haiku", "sonnet"),
     "device": (lambda v: re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) is not None, "auto, cpu, cuda, cuda:N or mps"),
     "data": A_FILE, "eval_data": A_FILE,
+    "val_data": (lambda v: v in ("", "none") or Path(v).is_file(), "the path of an existing file, or none"),
+    "template": _one_of(*TEMPLATES),
     "tokenizer": (lambda v: v == "" or Path(v).is_dir(), "an existing tokenizer directory"),
 }
 

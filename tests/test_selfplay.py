@@ -155,3 +155,56 @@ def test_remedies_nll_and_mix_previous(sft_run, small_data, tmp_path):
         assert abs(r["loss_total"] - (r["loss"] + 0.5 * r["nll"])) < 1e-4 * max(1.0, r["loss_total"])
     starts = [r for r in rows if r.get("event") == "iteration_start"]
     assert [r["examples"] for r in starts] == [128, 256]
+
+
+def test_every_evaluation_scores_the_validation_split(tspin_run):
+    """Item 1 of the regime map: each evaluation (theta_0 and every iteration, self-play and its baseline)
+    logs val accuracy and the mean log-prob of y on val, and the table prints them."""
+    for run in (tspin_run, tspin_run / "baseline"):
+        evals = [r for r in read_lines(run / "metrics.jsonl") if "accuracy" in r]
+        assert len(evals) >= 2
+        for r in evals:
+            assert 0 <= r["val_accuracy"] <= 1 and r["val_logp_y"] < 0 and r["val_len_ratio"] > 0
+    summary = json.loads((tspin_run / "summary.json").read_text())
+    assert "val lp(y)" in summary["table"][0]
+    rows = [line for line in summary["table"] if line.startswith("T-SPIN iter")]
+    assert rows and all(line.split()[-1] not in ("-", "nan") for line in rows)
+
+
+def test_drop_identical_leaves_out_exactly_the_identical_pairs(sft_run, small_data, tmp_path):
+    """Half the real answers are set to theta_0's own greedy answers; sampling at temperature 0, exactly
+    those pairs come back identical. --drop_identical leaves them out of T-SPIN's iteration 0 (b = 0: zero
+    gradient) and keeps every triplet in iteration 1 (b > 0: the historical term still has a gradient)."""
+    import torch
+
+    from model.data import format_response, read_jsonl, write_jsonl
+    from model.evaluate import answer
+    from model.train_utils import load_checkpoint, model_from_checkpoint
+
+    tok = Tokenizer.load(small_data / "tokenizer")
+    ckpt = load_checkpoint(sft_run / "ckpt.pt")
+    model = model_from_checkpoint(ckpt, tok, sft_run / "ckpt.pt").eval()
+    records = read_jsonl(small_data / "train_25.jsonl")[:128]
+    torch.manual_seed(0)
+    ids, texts, ended = answer(model, tok, [r["prompt"] for r in records], 32)
+    expected = 0
+    for j in range(0, 128, 2):  # even rows: the real answer is the model's own
+        records[j] = {**records[j], "response": texts[j]}
+        expected += ended[j] and format_response(tok, texts[j]) == ids[j]
+    assert expected > 0, "theta_0 ended none of its answers with EOS: the test would prove nothing"
+    write_jsonl(tmp_path / "own.jsonl", records)
+    run_script("train_tspin.py", "--smoke", "--name", "drop", "--init", sft_run / "ckpt.pt", "--data_dir", small_data,
+               "--data", tmp_path / "own.jsonl", "--temperature", 0, "--drop_identical", "--baseline", "false",
+               cwd=tmp_path)
+    rows = read_lines(tmp_path / "runs" / "drop" / "metrics.jsonl")
+    share = next(r["identical_share"] for r in rows if r.get("iter") == 0 and "identical_share" in r)
+    assert share == expected / 128
+    starts = [r["examples"] for r in rows if r.get("event") == "iteration_start"]
+    assert starts == [128 - expected, 128]
+
+
+def test_an_unknown_template_is_refused_before_any_work(sft_run, small_data, tmp_path):
+    """(--template instruction itself is exercised by the regime map's template scenario, tests/test_regimes.py.)"""
+    bad = run_script("train_spin.py", "--smoke", "--name", "bad", "--init", sft_run / "ckpt.pt", "--data_dir",
+                     small_data, "--template", "alpaca", cwd=tmp_path, check=False)
+    assert bad.returncode == 2 and "--template 'alpaca'" in bad.stderr and not (tmp_path / "runs" / "bad").exists()

@@ -71,3 +71,14 @@ def test_malformed_line_names_file_and_line(tmp_path, bad, why):
     with pytest.raises(DataError, match=why) as e:
         read_jsonl(path)
     assert f"{path}:2" in str(e.value)
+
+
+def test_instruction_template_is_plain_text_and_named(tok):
+    """--template instruction: the Alpaca-style text the T-SPIN paper queried its chat-tuned theta_0 with;
+    no role tokens, the prompt inside, the answer after '### Response:'. An unknown name is an error."""
+    ids = format_prompt(tok, "What is 2 plus 3?", "instruction")
+    assert tok.user_id not in ids and tok.assistant_id not in ids
+    assert tok.decode(ids) == "### Instruction:\nWhat is 2 plus 3?\n\n### Response:\n"
+    assert ids != format_prompt(tok, "What is 2 plus 3?")
+    with pytest.raises(ValueError, match="template"):
+        format_prompt(tok, "hi", "alpaca")

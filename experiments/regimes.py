@@ -1,0 +1,184 @@
+"""
+When does self-play help a tiny model? The regime map: every scenario of experiments/plan.py (how theta_0
+was made) x {continued SFT, SPIN, T-SPIN} x a small learning-rate grid x the remedies {none, nll,
+drop_identical}, over 2 seeds. Each method's setting (lr, remedy, and after which iteration to stop) is
+chosen on the validation split; the numbers reported are on the eval split.
+
+    python -m experiments.regimes                 # the full map: `make regimes` (about 2 h on 2 cores)
+    python -m experiments.regimes --plan          # print the runs and the time estimate, run nothing
+    python -m experiments.regimes --smoke         # a small map at smoke size: `make regimes SMOKE=1`
+    python -m experiments.regimes --scenarios plateau,template --seeds 0
+    python -m experiments.regimes_report runs/regimes   # re-write the report from the finished runs
+
+Resumable: a run whose summary.json exists is skipped, so a map cut short (a killed process, the end of a
+session) continues where it stopped when started again. Runs go --jobs at a time (experiments/runner.py).
+
+Layout: <out>/s<seed>/theta0_<scenario>/ (the template scenario starts from plateau's theta_0, it trains
+none of its own) and <out>/s<seed>/<scenario>/<setting>/. The continued-SFT rows are the equal-compute
+baselines built into three of the self-play runs (--baseline_lr 1e-4, 3e-4, 1e-3): continued SFT from the
+same theta_0 on the same prompts and real answers, for the same optimizer steps and examples.
+"""
+
+import argparse
+from functools import partial
+from pathlib import Path
+from types import SimpleNamespace
+
+from experiments.plan import COST, SCENARIOS, SFT_DEFAULTS, THETA0_STEPS
+from experiments.runner import execute
+from model.data import read_jsonl, write_jsonl
+from model.train_utils import RUNS_DIR
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The grid, cut to fit 2 hours on 2 cores (cut the grid, never the seeds). Self-play: lr 1e-5 (the value
+# chosen on val for make paper, where the model barely moves: 0.3% from theta_0) and 1e-4 (where it moves
+# 2%, and SPIN lost 12 points on val); the remedies only at 1e-4, where there is damage to remedy.
+# nll 1.0: RPO's and TRL's rpo_alpha default. Continued SFT (AdamW): 1e-4, 3e-4, 1e-3 around the 3e-4
+# chosen on val for --baseline_lr, each the baseline of one self-play run (it costs no extra run).
+SETTINGS = {
+    "spin_lr1e-5": ("SPIN", dict(lr=1e-5, baseline_lr=1e-3)),
+    "spin_lr1e-4": ("SPIN", dict(lr=1e-4)),
+    "spin_lr1e-4_nll": ("SPIN", dict(lr=1e-4, nll=1.0)),
+    "spin_lr1e-4_drop": ("SPIN", dict(lr=1e-4, drop_identical=True)),
+    "tspin_lr1e-5": ("T-SPIN", dict(lr=1e-5, baseline_lr=3e-4)),
+    "tspin_lr1e-4": ("T-SPIN", dict(lr=1e-4, baseline_lr=1e-4)),
+    "tspin_lr1e-4_nll": ("T-SPIN", dict(lr=1e-4, nll=1.0)),
+    "tspin_lr1e-4_drop": ("T-SPIN", dict(lr=1e-4, drop_identical=True)),
+}
+SMOKE_SETTINGS = ("spin_lr1e-4_nll", "tspin_lr1e-5")  # a remedy, a baseline and both methods, in seconds
+SMOKE_SCENARIOS = ("plateau", "template")
+SCRIPT = {"SPIN": "train_spin.py", "T-SPIN": "train_tspin.py"}
+ITERS, EPOCHS = 2, 1  # iterations 0 and 1 (T-SPIN's historical term is on from 1), one pass each
+EVAL_EVERY = 2        # every run answers every 2nd eval prompt (800; run se ~1.7 points) and all of val
+
+
+def theta0_of(scenario):
+    """The scenario whose theta_0 this one starts from: template uses plateau's."""
+    return "plateau" if scenario == "template" else scenario
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--scenarios", default="", help=f"comma-separated, of {', '.join(SCENARIOS)} (default: all; "
+                                                    f"{','.join(SMOKE_SCENARIOS)} with --smoke)")
+    ap.add_argument("--seeds", default="", help="comma-separated (default 0,1; 0 with --smoke)")
+    ap.add_argument("--jobs", type=int, default=2, help="runs side by side, each with cores/jobs threads")
+    ap.add_argument("--data_dir", default="data/generated", help="made by `make data`")
+    ap.add_argument("--out", default="", help=f"default {RUNS_DIR}/regimes, {RUNS_DIR}/regimes_smoke with --smoke")
+    ap.add_argument("--smoke", action="store_true", help="every script with --smoke, a few settings (a minute)")
+    ap.add_argument("--plan", action="store_true", help="print the runs and the time estimate, run nothing")
+    args = ap.parse_args(argv)
+    args.scenarios = args.scenarios.split(",") if args.scenarios else list(
+        SMOKE_SCENARIOS if args.smoke else SCENARIOS)
+    bad = [s for s in args.scenarios if s not in SCENARIOS]
+    if bad:
+        ap.error(f"--scenarios: unknown {bad}; expected some of {', '.join(SCENARIOS)}")
+    args.seeds = [int(s) for s in (args.seeds or ("0" if args.smoke else "0,1")).split(",")]
+    args.settings = list(SMOKE_SETTINGS if args.smoke else SETTINGS)
+    args.out = Path(args.out or Path(RUNS_DIR) / ("regimes_smoke" if args.smoke else "regimes")).resolve()
+    args.data_dir = Path(args.data_dir).resolve()
+    args.eval_data = args.out / f"eval_every{EVAL_EVERY}.jsonl"
+    return args
+
+
+def theta0_dir(args, seed, scenario):
+    return args.out / f"s{seed}" / f"theta0_{theta0_of(scenario)}"
+
+
+def run_dir(out, seed, scenario, setting):
+    return Path(out) / f"s{seed}" / scenario / setting
+
+
+def theta0_command(args, seed, scenario):
+    spec = SCENARIOS[scenario]
+    return [ROOT / "train_sft.py", "--out_dir", args.out / f"s{seed}", "--name", f"theta0_{scenario}", "--seed", seed,
+            "--data_dir", args.data_dir, "--eval_data", args.eval_data, "--subset", spec["theta0_subset"],
+            "--max_steps", THETA0_STEPS[scenario], *(["--smoke"] if args.smoke else [])]
+
+
+def selfplay_command(args, seed, scenario, setting):
+    method, extra = SETTINGS[setting]
+    flags = dict(out_dir=args.out / f"s{seed}" / scenario, name=setting, seed=seed, data_dir=args.data_dir,
+                 eval_data=args.eval_data, init=theta0_dir(args, seed, scenario) / "ckpt.pt", subset=25,
+                 iters=ITERS, epochs=EPOCHS, template=SCENARIOS[scenario]["template"],
+                 baseline="baseline_lr" in extra, **extra)
+    argv = [ROOT / SCRIPT[method]]
+    for k, v in flags.items():
+        argv += [f"--{k}"] if v is True else [f"--{k}", str(v).lower() if v is False else v]
+    return argv + (["--smoke"] if args.smoke else [])
+
+
+def estimate_s(args, method, setting=None, scenario=None):
+    """Seconds of one run alone on 2 idle cores, from plan.py's cost model (2 evaluations of eval + val per
+    iteration and theta_0's, the baseline's too)."""
+    if args.smoke:
+        return COST["smoke_run"]
+    n25, n_eval, n_val = args.sizes
+    if method == "theta0":
+        steps, b = THETA0_STEPS[scenario], SFT_DEFAULTS["batch_size"]
+        evals = n_eval + SFT_DEFAULTS["eval_subset"] * ((steps - 1) // SFT_DEFAULTS["eval_interval"])
+        return COST["start"] + steps * b * COST["sft_example"] + evals * COST["eval_prompt"]
+    kind, extra = SETTINGS[setting]
+    evals = (ITERS + 1) * (n_eval + n_val) * COST["eval_prompt"]
+    per_iter = n25 * COST["sample"] + EPOCHS * n25 * (COST["pair"] + (COST["triplet"] - COST["pair"]) / 2 * (kind == "T-SPIN"))
+    per_iter += 2 * n25 * COST["ref_logp"] * (kind == "SPIN")
+    baseline = ITERS * (EPOCHS * n25 * COST["sft_example"] * 2 + (n_eval + n_val) * COST["eval_prompt"]) \
+        if "baseline_lr" in extra else 0
+    return COST["start"] + evals + n25 * COST["sample"] * (kind == "T-SPIN") + ITERS * per_iter + baseline
+
+
+def make_plan(args):
+    """Every run of the map, theta_0s first (the longest), then scenario by scenario."""
+    args.sizes = [len(read_jsonl(args.data_dir / "train_25.jsonl")), len(read_jsonl(args.data_dir / "eval.jsonl"))
+                  // EVAL_EVERY, len(read_jsonl(args.data_dir / "val.jsonl"))]
+    plan = []
+    for scenario in dict.fromkeys(theta0_of(s) for s in args.scenarios):
+        for seed in args.seeds:
+            d = theta0_dir(args, seed, scenario)
+            plan.append(SimpleNamespace(key=f"s{seed}/theta0_{scenario}", run_dir=d, needs=[],
+                                        done=(d / "summary.json").exists(), est=estimate_s(args, "theta0", scenario=scenario),
+                                        command=partial(theta0_command, args, seed, scenario),
+                                        what=f"theta_0 of {scenario}: SFT on {SCENARIOS[scenario]['theta0_subset']}%, "
+                                             f"{THETA0_STEPS[scenario]} steps"))
+    for scenario in args.scenarios:
+        for seed in args.seeds:
+            for setting in args.settings:
+                d = run_dir(args.out, seed, scenario, setting)
+                method, extra = SETTINGS[setting]
+                plan.append(SimpleNamespace(
+                    key=f"s{seed}/{scenario}/{setting}", run_dir=d, needs=[f"s{seed}/theta0_{theta0_of(scenario)}"],
+                    done=(d / "summary.json").exists(), est=estimate_s(args, method, setting),
+                    command=partial(selfplay_command, args, seed, scenario, setting),
+                    what=f"{method} {', '.join(f'{k} {v}' for k, v in extra.items())}"))
+    return plan
+
+
+def print_plan(args, plan):
+    print(f"regimes: scenarios {args.scenarios}, seeds {args.seeds}, {len(args.settings)} settings, "
+          f"iterations 0..{ITERS - 1} x {EPOCHS} epoch, data {args.data_dir}, out {args.out}")
+    for r in plan:
+        state = "done, skipped" if r.done else f"~{r.est / 60:4.1f} min"
+        print(f"  {r.key:<34} {r.what}  [{state}]")
+    gain = 1.23 if args.jobs > 1 else 1.0  # two runs side by side do 1.23x the work of one (plan.PARALLEL_GAIN)
+    todo, full = (sum(r.est for r in plan if not r.done or every) / gain / 60 for every in (False, True))
+    print(f"ETA: {todo:.0f} min to run ({full:.0f} min for the whole map), from a cost model of 2 idle CPU cores, "
+          f"{args.jobs} run(s) at a time", flush=True)
+
+
+def main(argv=None):
+    from experiments import regimes_report  # late: the report imports matplotlib
+
+    args = parse_args(argv)
+    plan = make_plan(args)
+    print_plan(args, plan)
+    if args.plan:
+        return
+    if not args.eval_data.exists():
+        write_jsonl(args.eval_data, read_jsonl(args.data_dir / "eval.jsonl")[::EVAL_EVERY])
+    execute(plan, args.out, args.jobs, describe=lambda r: r.what)
+    regimes_report.write(args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""`make regimes SMOKE=1`: the regime map's driver runs its scenarios and settings through the real scripts
+at smoke size, chooses each method's setting on val and writes the report and the heatmap; a second
+invocation finds everything done, and a run cut short is redone alone. The statistics are checked by hand."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+from experiments.regimes import SETTINGS, SMOKE_SCENARIOS, SMOKE_SETTINGS
+from experiments.regimes_report import choose, difference
+
+
+def run_regimes(data_dir, out, *extra):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "experiments.regimes", "--smoke", "--data_dir", data_dir, "--out", out,
+                           *map(str, extra)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def regimes(small_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("regimes")
+    return out, run_regimes(small_data, out)
+
+
+def test_the_map_writes_report_heatmap_and_summary(regimes):
+    out, stdout = regimes
+    assert (out / "regimes.png").stat().st_size > 10_000
+    report = (out / "report.md").read_text()
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary) == list(SMOKE_SCENARIOS)
+    for scenario, res in summary.items():
+        assert f"## {scenario}:" in report
+        assert set(res["rows"]) == {"theta_0", "continued SFT", "SPIN", "T-SPIN"}
+        for method in ("SPIN", "T-SPIN"):
+            assert res["rows"][method]["vs_sft"]["verdict"] in ("no difference", "better", "worse")
+            assert res["rows"][method]["setting"] in SMOKE_SETTINGS
+        assert res["rows"]["continued SFT"]["setting"] == "sft_lr3e-04"  # the one baseline in the smoke grid
+        # the chosen setting is the grid's best on val, whatever eval says
+        for method, grid in res["grid"].items():
+            row = res["rows"][method]
+            best = max(g["val"] for g in grid.values())
+            assert grid[f"{row['setting']} iter {row['iteration']}"]["val"] == best
+
+
+def test_the_template_scenario_starts_from_plateaus_theta0_in_the_other_template(regimes):
+    out, _ = regimes
+    theta0 = out / "s0" / "theta0_plateau" / "ckpt.pt"
+    assert not (out / "s0" / "theta0_template").exists()
+    for scenario, template in (("plateau", "chat"), ("template", "instruction")):
+        for setting in SMOKE_SETTINGS:
+            cfg = json.loads((out / "s0" / scenario / setting / "summary.json").read_text())["config"]
+            assert cfg["init"] == str(theta0) and cfg["template"] == template and cfg["subset"] == 25
+            for k, v in SETTINGS[setting][1].items():
+                assert cfg[k] == v, (setting, k)
+            line = json.loads((out / "s0" / scenario / setting / "iter0" / "synthetic.jsonl").read_text().splitlines()[0])
+            assert line["input"].startswith("### Instruction:\n") == (template == "instruction")
+
+
+def test_a_second_run_skips_everything_and_a_cut_run_is_redone_alone(regimes, small_data):
+    out, _ = regimes
+    again = run_regimes(small_data, out)
+    assert again.count("done, skipped") == 1 + 2 * len(SMOKE_SETTINGS) and "[1/" not in again
+    cut = out / "s0" / "template" / "tspin_lr1e-5"
+    (cut / "summary.json").unlink()  # as if killed before it finished
+    again = run_regimes(small_data, out)
+    assert "[1/1] s0/template/tspin_lr1e-5" in again and "[2/" not in again
+    assert (cut / "summary.json").exists()
+    assert any(p.name.startswith("tspin_lr1e-5.old-") for p in cut.parent.iterdir())  # moved aside, not deleted
+
+
+def test_plan_prints_the_runs_and_an_estimate_and_runs_nothing(small_data, tmp_path):
+    stdout = run_regimes(small_data, tmp_path / "m", "--plan")
+    assert "ETA" in stdout and stdout.count("s0/") == 1 + 2 * len(SMOKE_SETTINGS)
+    assert not (tmp_path / "m").exists()
+
+
+def test_choice_and_difference_by_hand():
+    rows = {("a", 0): {0: {"val_accuracy": 0.30}, 1: {"val_accuracy": 0.40}},   # mean 0.35
+            ("b", 1): {0: {"val_accuracy": 0.36}, 1: {"val_accuracy": 0.36}},   # mean 0.36: chosen
+            ("c", 0): {0: {"val_accuracy": 0.90}}}                              # one seed only: not eligible
+    assert choose(rows, [0, 1]) == ("b", 1)
+    a = {0: {"accuracy": 0.50, "accuracy_se": 0.03}, 1: {"accuracy": 0.60, "accuracy_se": 0.04}}
+    b = {0: {"accuracy": 0.40, "accuracy_se": 0.03}, 1: {"accuracy": 0.42, "accuracy_se": 0.04}}
+    d = difference(a, b, [0, 1])
+    # diffs 0.10 and 0.18: mean 0.14; se of each mean sqrt(.03^2 + .04^2) / 2 = 0.025, combined 0.0354;
+    # seeds' spread stdev(0.10, 0.18) / sqrt(2) = 0.04: the larger, 0.04; 0.14 > 2 x 0.04 -> better
+    assert math.isclose(d["diff"], 0.14) and math.isclose(d["sigma"], 0.04, rel_tol=1e-9)
+    assert d["verdict"] == "better"
+    assert difference(b, a, [0, 1])["verdict"] == "worse"
+    close = {0: {"accuracy": 0.41, "accuracy_se": 0.03}, 1: {"accuracy": 0.43, "accuracy_se": 0.04}}
+    assert difference(close, b, [0, 1])["verdict"] == "no difference"
