@@ -108,8 +108,9 @@ def analyse(out):
         for method in SELFPLAY:
             if method in rows and base:
                 rows[method]["vs_sft"] = difference(rows[method]["by_seed"], base["by_seed"], seeds)
-        if base:
-            base["vs_theta0"] = difference(base["by_seed"], rows["theta_0"]["by_seed"], seeds)
+        for method in METHODS:  # the T-SPIN paper's claim compares with theta_0 trained on 100%
+            if method in rows:
+                rows[method]["vs_theta0"] = difference(rows[method]["by_seed"], rows["theta_0"]["by_seed"], seeds)
         grid = {method: {f"{k[0]} iter {k[1]}": dict(
             val=statistics.fmean(v[s].get("val_accuracy", float("nan")) for s in seeds),
             eval=statistics.fmean(v[s]["accuracy"] for s in seeds),
@@ -165,6 +166,10 @@ def heatmap(result, path):
     plt.close(fig)
 
 
+def versus(v):
+    return "-" if v is None else f"{pts(v['diff'])} ± {200 * v['sigma']:.1f}: {v['verdict']}"
+
+
 def cell(value, fmt):
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)
 
@@ -186,15 +191,14 @@ def render(out, result, times):
                   f"theta_0: SFT on {spec['theta0_subset']}% of train for {THETA0_STEPS[theta0_of(scenario)]} steps "
                   f"(chat template); self-play on the 25% subset in the {spec['template']} template; seeds "
                   f"{res['seeds']}.", "",
-                  "| row | chosen on val | val acc | eval acc | run se | vs continued SFT (2σ) | "
+                  "| row | chosen on val | val acc | eval acc | run se | vs continued SFT (2σ) | vs theta_0 (2σ) | "
                   + " | ".join(c[0] for c in CHANGE_KEYS) + " | val lp(y) |",
-                  "|---" * (7 + len(CHANGE_KEYS)) + "|"]
+                  "|---" * (8 + len(CHANGE_KEYS)) + "|"]
         for name, row in res["rows"].items():
             chosen = "-" if name == "theta_0" else f"{row['setting']}, iter {row['iteration']}"
-            vs = row.get("vs_sft")
-            vs_text = "-" if vs is None else f"{pts(vs['diff'])} ± {200 * vs['sigma']:.1f}: {vs['verdict']}"
+            vs_sft, vs_theta0 = (versus(row.get(k)) for k in ("vs_sft", "vs_theta0"))
             lines.append(f"| {name} | {chosen} | {100 * row['val_accuracy']:.1f} | {100 * row['accuracy']:.1f} ± "
-                         f"{100 * row['std']:.1f} | {100 * row['run_se']:.1f} | {vs_text} | "
+                         f"{100 * row['std']:.1f} | {100 * row['run_se']:.1f} | {vs_sft} | {vs_theta0} | "
                          + " | ".join(cell(row[k], f) for _, k, f in CHANGE_KEYS)
                          + f" | {cell(row['val_logp_y'], '.2f')} |")
         lines += ["", verdict_line(scenario, res)]

@@ -151,5 +151,7 @@ def show_samples(samples, n=5):
 
 
 def summary_line(metrics):
-    keys = ["eval_loss", "accuracy", "pipe_rate", "eos_rate", "mean_len"]
-    return " ".join(f"{k} {metrics[k]:.3f}" for k in keys if k in metrics)
+    """One line of the headline metrics, then the accuracy of each task family."""
+    keys = ["eval_loss", "accuracy", "pipe_rate", "eos_rate", "mean_len", "len_ratio", "repetition_rate"]
+    families = " ".join(f"{k[4:]} {v:.2f}" for k, v in metrics.items() if k.startswith("acc/"))
+    return " ".join(f"{k} {metrics[k]:.3f}" for k in keys if k in metrics) + (f" | {families}" if families else "")

@@ -106,3 +106,11 @@ def tspin_loss(logp_y, logp_y_gen, logp_y0, a, b):
                 "logps/proto": logp_y0.mean(),
             })
     return loss, metrics
+
+
+def with_nll(loss, logp_y_sum, n_tokens, w):
+    """The --nll remedy (RPO, arXiv 2404.19733; TRL's "sft" loss term): the self-play loss plus w times the
+    SFT loss on the real answers, -(sum of y's token log-probs) / (y's token count). logp_y_sum: the
+    per-example SUM of y's token log-probs, whatever --logp is. Returns (the total, the NLL term)."""
+    nll = sft_loss_from_logps(logp_y_sum, n_tokens)
+    return loss + w * nll, nll

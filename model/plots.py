@@ -13,6 +13,7 @@ from model.train_utils import read_metrics  # noqa: E402
 PANELS = [
     ("loss", ["loss", "eval_loss"]),
     ("held-out accuracy (eval; val dotted)", ["accuracy", "val_accuracy"]),
+    ("eval accuracy per family", ["acc/*"]),
     ("pipe rate (non-table answers with '|')", ["pipe_rate"]),
     ("rewards / advantages", ["rewards/margins", "rewards/real", "rewards/generated", "adv/current", "adv/historical"]),
     ("log p(y) - log p(y')", ["logps/gap"]),
@@ -28,6 +29,11 @@ BASELINE_PANELS = ("held-out accuracy (eval; val dotted)", "pipe rate (non-table
                    "mean log p: y and y_gen on the training pairs, y on val (likelihood displacement)")
 
 
+def expand(keys, logged):
+    """'acc/*' stands for every logged key that starts with 'acc/' (one per task family)."""
+    return [k for key in keys for k in ([x for x in logged if x.startswith(key[:-1])] if key.endswith("*") else [key])]
+
+
 def series(rows, key):
     pts = [(r["step"], r[key]) for r in rows if key in r and r[key] is not None and "step" in r]
     return [p[0] for p in pts], [p[1] for p in pts]
@@ -37,7 +43,8 @@ def plot_run(run_dir, out=None, title=None):
     """Draw runs/<name>/curves.png (or `out`) and return its path."""
     rows = read_metrics(run_dir)
     baseline = read_metrics(f"{run_dir}/baseline")
-    panels = [(name, [k for k in keys if series(rows, k)[0]]) for name, keys in PANELS]
+    logged = list(dict.fromkeys(k for r in rows for k in r))
+    panels = [(name, [k for k in expand(keys, logged) if series(rows, k)[0]]) for name, keys in PANELS]
     panels = [(name, keys) for name, keys in panels if keys]
     if not panels:
         return None

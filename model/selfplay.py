@@ -34,7 +34,7 @@ from model.data import (
 )
 from model.evaluate import answer, evaluate, show_samples, summary_line
 from model.gpt import GPT
-from model.losses import masked_sum, sft_loss_from_logps
+from model.losses import masked_sum, sft_loss_from_logps, with_nll
 from model.plots import plot_run
 from model.tokenizer import Tokenizer
 from model.train_utils import (
@@ -298,9 +298,8 @@ def fit_iteration(run, it, prompts, answers, loss_fn):
                                          run.device, average)
         loss, metrics = loss_fn(logps, idx)
         if cfg.nll:  # RPO: W x the token-mean NLL of the real answers y (the first slot), against likelihood displacement
-            metrics["nll"] = sft_loss_from_logps(token_lp[:len(idx)].sum(dim=-1), sum(len(answers[j][0]) for j in idx))
-            loss = loss + cfg.nll * metrics["nll"]
-            metrics["nll"], metrics["loss_total"] = metrics["nll"].detach(), loss.detach()
+            loss, nll = with_nll(loss, token_lp[:len(idx)].sum(dim=-1), sum(len(answers[j][0]) for j in idx), cfg.nll)
+            metrics["nll"], metrics["loss_total"] = nll.detach(), loss.detach()
         loss = loss * (len(idx) / len(global_batch) * dist.world)  # exact mean over the global batch
         if run.step == cfg.inject_nan_step:
             loss = loss * float("nan")

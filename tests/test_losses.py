@@ -186,3 +186,16 @@ def test_sft_loss_from_logps_is_the_token_mean_nll_by_hand():
     logp_y = torch.tensor([math.log(0.5) + math.log(0.25), math.log(0.1)])
     expected = -(math.log(0.5) + math.log(0.25) + math.log(0.1)) / 3
     assert abs(float(sft_loss_from_logps(logp_y, 3)) - expected) < 1e-6
+
+
+def test_nll_remedy_is_the_tspin_loss_plus_w_times_the_sft_loss_by_hand():
+    """--nll 0.5 on T-SPIN: two pairs, b = 0. logp_y sums -3 and -5 over 4 answer tokens in all, logp_y_gen
+    -4 and -4: T-SPIN loss mean(-logsigmoid(1), -logsigmoid(-1)) = mean(0.313262, 1.313262) = 0.813262;
+    SFT loss on y (3 + 5) / 4 = 2; total 0.813262 + 0.5 x 2 = 1.813262."""
+    from model.losses import tspin_loss, with_nll
+
+    logp_y, logp_y_gen = torch.tensor([-3.0, -5.0]), torch.tensor([-4.0, -4.0])
+    loss, _ = tspin_loss(logp_y, logp_y_gen, None, a=1.0, b=0.0)
+    total, nll = with_nll(loss, logp_y, 4, 0.5)
+    assert abs(float(loss) - 0.813262) < 1e-5 and abs(float(nll) - 2.0) < 1e-6
+    assert abs(float(total) - 1.813262) < 1e-5
