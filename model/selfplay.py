@@ -80,18 +80,18 @@ SELFPLAY_DEFAULTS = dict(
     epochs=2,                    # passes over the pairs per iteration (the papers: 2)
     batch_size=64,               # examples per optimizer step, all processes together (the papers: 64)
     optim="rmsprop",             # rmsprop (the papers', no weight decay) or adamw
-    lr=1e-5,                     # peak learning rate; RMSprop 1e-5 chosen on val.jsonl over 1e-5, 3e-5, 1e-4
+    lr=1e-5,                     # peak lr; 1e-5: best on val at the regime map's last iteration (plateau; 1e-4 wins only if stopped after one)
     warmup_ratio=0.1,            # linear warmup over this share of each iteration's steps, then linear decay
     grad_clip=1.0,               # clip the gradient's global L2 norm to this
     logp="sum",                  # sequence log-prob: sum over response tokens (official SPIN) or mean
     temperature=1.0,             # sampling temperature of y_gen (and y0)
     top_p=1.0,                   # nucleus sampling of y_gen (and y0); 1 = off
     max_new_tokens=96,           # longest synthetic and evaluation answer, in tokens
-    drop_identical=False,        # leave out pairs whose y_gen equals y (exactly zero gradient in the current term)
+    drop_identical=False,        # leave out pairs whose y_gen equals y (zero gradient in the current term); off: the map's val choice
     mix_previous=False,          # also train on the previous iteration's y_gen (the official SPIN code's data mixing)
-    nll=0.0,                     # add nll x the SFT loss on y (RPO, arXiv 2404.19733; TRL's "sft" loss term); 0 = off
+    nll=0.0,                     # add nll x the SFT loss on y (RPO, arXiv 2404.19733; TRL's "sft" term); 0: map's val choice at lr 1e-5; use 1 with lr 1e-4
     baseline=True,               # also run continued SFT from theta_0 on the same prompts and y, same steps and examples
-    baseline_lr=3e-4,            # the baseline's peak lr (AdamW, SFT's optimizer); chosen for SFT on the validation split
+    baseline_lr=1e-4,            # the baseline's peak lr (AdamW, SFT's optimizer); 1e-4: best of 1e-4, 3e-4, 1e-3 on val in the map (plateau)
     log_interval=10,             # optimizer steps between log lines
     nan_policy="skip",           # skip: drop a non-finite step and go on; halt: stop at the first
     max_consecutive_nans=10,     # stop after this many non-finite steps in a row, whatever the policy
