@@ -152,7 +152,7 @@ def load_prompts(cfg):
     train, evals = read_jsonl(train_path), read_jsonl(eval_path)
     vals = read_jsonl(val_path(cfg)) if val_path(cfg) else []
     if cfg.smoke:
-        train, evals, vals = train[:128], evals[::max(1, len(evals) // 48)], vals[::max(1, len(vals) // 48)]
+        train, evals, vals = train[:128], evals[::max(1, len(evals) // 48)], vals[::max(1, len(vals) // 16)]
     return train, evals, vals, train_path
 
 

@@ -53,23 +53,22 @@ def test_the_template_scenario_starts_from_plateaus_theta0_in_the_other_template
     out, _ = regimes
     theta0 = out / "s0" / "theta0_plateau" / "ckpt.pt"
     assert not (out / "s0" / "theta0_template").exists()
-    for scenario, template in (("plateau", "chat"), ("template", "instruction")):
-        for setting in SMOKE_SETTINGS:
-            cfg = json.loads((out / "s0" / scenario / setting / "summary.json").read_text())["config"]
-            assert cfg["init"] == str(theta0) and cfg["template"] == template and cfg["subset"] == 25
-            for k, v in SETTINGS[setting][1].items():
-                assert cfg[k] == v, (setting, k)
-            line = json.loads((out / "s0" / scenario / setting / "iter0" / "synthetic.jsonl").read_text().splitlines()[0])
-            assert line["input"].startswith("### Instruction:\n") == (template == "instruction")
+    for setting in SMOKE_SETTINGS:
+        run = out / "s0" / "template" / setting
+        cfg = json.loads((run / "summary.json").read_text())["config"]
+        assert cfg["init"] == str(theta0) and cfg["template"] == "instruction" and cfg["subset"] == 25
+        for k, v in SETTINGS[setting][1].items():
+            assert cfg[k] == v, (setting, k)
+        line = json.loads((run / "iter0" / "synthetic.jsonl").read_text().splitlines()[0])
+        assert line["input"].startswith("### Instruction:\n")
 
 
-def test_a_second_run_skips_everything_and_a_cut_run_is_redone_alone(regimes, small_data):
+def test_a_run_cut_short_is_redone_alone_and_the_finished_ones_are_skipped(regimes, small_data):
     out, _ = regimes
-    again = run_regimes(small_data, out)
-    assert again.count("done, skipped") == 1 + 2 * len(SMOKE_SETTINGS) and "[1/" not in again
     cut = out / "s0" / "template" / "tspin_lr1e-5"
     (cut / "summary.json").unlink()  # as if killed before it finished
     again = run_regimes(small_data, out)
+    assert again.count("done, skipped") == len(SMOKE_SETTINGS)  # theta_0 and the other run
     assert "[1/1] s0/template/tspin_lr1e-5" in again and "[2/" not in again
     assert (cut / "summary.json").exists()
     assert any(p.name.startswith("tspin_lr1e-5.old-") for p in cut.parent.iterdir())  # moved aside, not deleted
@@ -77,7 +76,7 @@ def test_a_second_run_skips_everything_and_a_cut_run_is_redone_alone(regimes, sm
 
 def test_plan_prints_the_runs_and_an_estimate_and_runs_nothing(small_data, tmp_path):
     stdout = run_regimes(small_data, tmp_path / "m", "--plan")
-    assert "ETA" in stdout and stdout.count("s0/") == 1 + 2 * len(SMOKE_SETTINGS)
+    assert "ETA" in stdout and stdout.count("s0/") == 1 + len(SMOKE_SCENARIOS) * len(SMOKE_SETTINGS)
     assert not (tmp_path / "m").exists()
 
 
