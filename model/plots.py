@@ -55,11 +55,12 @@ def plot_run(run_dir, out=None, title=None):
         for k in keys:
             xs, ys = series(rows, k)
             dense = len(xs) > 30
-            ax.plot(xs, ys, label=k, lw=1 if dense else 1.5, marker=None if dense else "o", ms=3,
-                    ls=":" if k.startswith("val_") else "-")
+            (line,) = ax.plot(xs, ys, label=k, lw=1 if dense else 1.5, marker=None if dense else "o", ms=3,
+                              ls=":" if k.startswith("val_") else "-")
             bx, by = series(baseline, k)
             if name in BASELINE_PANELS and bx:
-                ax.plot(bx, by, label=f"{k}: continued SFT", lw=1.2, ls="--", marker="s", ms=3, color="black")
+                ax.plot(bx, by, label=f"{k}: continued SFT", lw=1.2, ls="--", marker="s", ms=3,
+                        color=line.get_color(), alpha=0.6)  # the run's colour, dashed
         for s in nan_steps:
             ax.axvline(s, color="red", lw=0.8, alpha=0.7)
         for s in iter_starts:
