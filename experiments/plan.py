@@ -216,6 +216,11 @@ def stale(args, seed, method):
     cfg = read_summary(args.out, seed, method)["config"]
     want = dict(smoke=args.smoke, seed=seed, eval_data=str(eval_path(args)),
                 subset=SCENARIOS[args.scenario]["theta0_subset"] if method == "theta0" else 100 if method == "sft100" else 25)
+    if method == "theta0" and not args.smoke:  # (--smoke caps the steps) plateau and undertrained differ here
+        want["max_steps"] = args.theta0_steps
+    if method != "theta0":  # plateau and template differ here
+        want["template"] = SCENARIOS[args.scenario]["template"]
+    cfg.setdefault("template", "chat")  # runs made before --template existed
     bad = [f"{k}={cfg.get(k)!r}, not {v!r}" for k, v in want.items() if cfg.get(k) != v]
     return f"{path.parent} was made with {', '.join(bad)}" if bad else None
 

@@ -170,3 +170,11 @@ def test_the_scarce_scenario_trains_theta0_on_the_subset(small_data, tmp_path):
     stdout = run_paper(small_data, tmp_path, "--scenario", "scarce", "--plan").stdout
     assert "theta_0: SFT on 25% of train, 4000 steps" in stdout and "scenario scarce" in stdout
     assert not (tmp_path / "s0").exists()  # --plan runs nothing
+
+
+def test_finished_runs_of_another_scenario_are_refused_not_reused(paper, small_data):
+    """plateau and template share theta_0's subset; a template plan must not take plateau's runs as its own."""
+    out, _ = paper
+    proc = run_paper(small_data, out, "--scenario", "template", "--plan", check=False)
+    assert proc.returncode != 0 and "template='chat', not 'instruction'" in proc.stderr
+    assert run_paper(small_data, out, "--plan").returncode == 0  # its own scenario still finds them done
