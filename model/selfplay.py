@@ -575,7 +575,8 @@ def evaluate_iteration(run, it):
         print(f"{'theta_0 (SFT)' if it < 0 else f'{run.kind} iteration {it}'} eval: {summary_line(metrics)}, "
               f"moved {metrics['weight_dist']:.4f}", flush=True)
         show_samples(samples, n=4)
-        plot_run(run.run_dir, title=f"{run.kind}: {run.cfg.name}")
+        if run.kind_id != "sft_baseline":  # the baseline is drawn dashed on its run's curves.png, not alone
+            plot_run(run.run_dir, title=f"{run.kind}: {run.cfg.name}")
 
 
 def finish(run):

@@ -65,13 +65,13 @@ def test_the_template_scenario_starts_from_plateaus_theta0_in_the_other_template
 
 def test_a_run_cut_short_is_redone_alone_and_the_finished_ones_are_skipped(regimes, small_data):
     out, _ = regimes
-    cut = out / "s0" / "template" / "tspin_lr1e-5"
+    cut = out / "s0" / "template" / "spin_lr1e-4_nll"
     (cut / "summary.json").unlink()  # as if killed before it finished
     again = run_regimes(small_data, out)
     assert again.count("done, skipped") == len(SMOKE_SETTINGS)  # theta_0 and the other run
-    assert "[1/1] s0/template/tspin_lr1e-5" in again and "[2/" not in again
+    assert "[1/1] s0/template/spin_lr1e-4_nll" in again and "[2/" not in again
     assert (cut / "summary.json").exists()
-    assert any(p.name.startswith("tspin_lr1e-5.old-") for p in cut.parent.iterdir())  # moved aside, not deleted
+    assert any(p.name.startswith("spin_lr1e-4_nll.old-") for p in cut.parent.iterdir())  # moved aside, not deleted
 
 
 def test_plan_prints_the_runs_and_an_estimate_and_runs_nothing(small_data, tmp_path):
