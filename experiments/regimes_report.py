@@ -7,10 +7,9 @@ then the whole grid. Writes <out>/report.md, <out>/summary.json and <out>/regime
 
     python -m experiments.regimes_report runs/regimes
 
-Statistics. accuracy_se of a run is binomial over its eval prompts; a mean over n seeds has se
-sqrt(sum se_i^2) / n. A difference between two methods is paired by seed (same theta_0); its sigma is the
-larger of the two noises: the runs' se combined, or the seeds' spread of the paired differences / sqrt(n).
-A difference within 2 sigma is "no difference".
+Statistics: those of the paper's report (experiments/report.py, NOISE): a difference between two rows is
+paired by seed (same theta_0), sigma = sqrt(sd^2 / n + se_A^2 + se_B^2), and within 2 sigma is "no
+difference".
 """
 
 import argparse
@@ -26,6 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from experiments.plan import SCENARIOS, THETA0_STEPS  # noqa: E402
 from experiments.regimes import SETTINGS, theta0_of  # noqa: E402
+from experiments.report import NOISE, compare, mean_sd, pts  # noqa: E402  (one noise model for both reports)
 from model.train_utils import write_json  # noqa: E402
 
 METHODS = ("continued SFT", "SPIN", "T-SPIN")
@@ -59,24 +59,6 @@ def collect(out):
     return theta0, cands
 
 
-def mean_se(rows, key="accuracy"):
-    """(mean over seeds, std over seeds, se of the mean from the runs' own se)."""
-    vals = [r[key] for r in rows]
-    std = statistics.stdev(vals) if len(vals) > 1 else 0.0
-    se = math.sqrt(sum(r.get(f"{key}_se", 0.0) ** 2 for r in rows)) / len(rows)
-    return statistics.fmean(vals), std, se
-
-
-def difference(a, b, seeds):
-    """a - b in accuracy, paired by seed, with its sigma and the verdict."""
-    diffs = [a[s]["accuracy"] - b[s]["accuracy"] for s in seeds]
-    se = math.sqrt(mean_se([a[s] for s in seeds])[2] ** 2 + mean_se([b[s] for s in seeds])[2] ** 2)
-    spread = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else 0.0
-    d, sigma = statistics.fmean(diffs), max(se, spread)
-    verdict = "no difference" if abs(d) <= 2 * sigma else ("better" if d > 0 else "worse")
-    return dict(diff=d, sigma=sigma, verdict=verdict)
-
-
 def choose(candidates, seeds):
     """The (setting, iteration) with the best mean val accuracy over the seeds (finished for every seed)."""
     full = {k: v for k, v in candidates.items() if all(s in v for s in seeds)}
@@ -98,7 +80,7 @@ def analyse(out):
                 rows[method] = dict(setting=pick[0], iteration=pick[1], by_seed=cands[scenario][method][pick])
         for row in rows.values():
             by = [row["by_seed"][s] for s in seeds]
-            row["accuracy"], row["std"], row["se"] = mean_se(by)
+            row["accuracy"], row["std"] = mean_sd(r["accuracy"] for r in by)
             row["val_accuracy"] = statistics.fmean(r.get("val_accuracy", float("nan")) for r in by)
             row["run_se"] = statistics.fmean(r["accuracy_se"] for r in by)
             for _, key, _ in CHANGE_KEYS:
@@ -107,10 +89,10 @@ def analyse(out):
         base = rows.get("continued SFT")
         for method in SELFPLAY:
             if method in rows and base:
-                rows[method]["vs_sft"] = difference(rows[method]["by_seed"], base["by_seed"], seeds)
+                rows[method]["vs_sft"] = compare(rows[method]["by_seed"], base["by_seed"])
         for method in METHODS:  # the T-SPIN paper's claim compares with theta_0 trained on 100%
             if method in rows:
-                rows[method]["vs_theta0"] = difference(rows[method]["by_seed"], rows["theta_0"]["by_seed"], seeds)
+                rows[method]["vs_theta0"] = compare(rows[method]["by_seed"], rows["theta_0"]["by_seed"])
         grid = {method: {f"{k[0]} iter {k[1]}": dict(
             val=statistics.fmean(v[s].get("val_accuracy", float("nan")) for s in seeds),
             eval=statistics.fmean(v[s]["accuracy"] for s in seeds),
@@ -124,10 +106,6 @@ def analyse(out):
             row["by_seed"] = {str(s): row["by_seed"][s]["accuracy"] for s in seeds}
         result[scenario] = dict(seeds=seeds, rows=rows, grid=grid)
     return result
-
-
-def pts(x):
-    return f"{100 * x:+.1f}"
 
 
 def verdict_line(scenario, res):
@@ -179,10 +157,9 @@ def render(out, result, times):
              "Each method's setting (learning rate, remedy, and whether to stop after iteration 0 or 1) was chosen "
              "on the **validation split** (`val.jsonl`, the `val acc` column); every other number is on the "
              "**eval split**, which chose nothing. Accuracy is the mean over the seeds ± their std; `run se` is "
-             "one run's binomial standard error. Differences are paired by seed; σ is the larger of the runs' "
-             "combined se and the seeds' spread; within 2σ is \"no difference\". `moved`: relative L2 distance "
-             "of the weights from theta_0; `y_gen=y`: share of self-play pairs whose generated answer equals the "
-             "real one; `val lp(y)`: mean summed log-prob of the real answers on val (theta_0's on its row).",
+             "one run's binomial standard error. `moved`: relative L2 distance of the weights from theta_0; "
+             "`y_gen=y`: share of self-play pairs whose generated answer equals the real one; `val lp(y)`: mean "
+             "summed log-prob of the real answers on val (theta_0's on its row).", "", NOISE,
              "", "![regime map](regimes.png)", "", "## Verdicts", ""]
     lines += [verdict_line(s, r) for s, r in result.items()]
     for scenario, res in result.items():

@@ -12,7 +12,8 @@ import pytest
 from conftest import ROOT
 
 from experiments.regimes import SETTINGS, SMOKE_SCENARIOS, SMOKE_SETTINGS
-from experiments.regimes_report import choose, difference
+from experiments.regimes_report import choose
+from experiments.report import compare
 
 
 def run_regimes(data_dir, out, *extra):
@@ -39,7 +40,7 @@ def test_the_map_writes_report_heatmap_and_summary(regimes):
         assert f"## {scenario}:" in report
         assert set(res["rows"]) == {"theta_0", "continued SFT", "SPIN", "T-SPIN"}
         for method in ("SPIN", "T-SPIN"):
-            assert res["rows"][method]["vs_sft"]["verdict"] in ("no difference", "better", "worse")
+            assert res["rows"][method]["vs_sft"]["verdict"] in ("no difference", "higher", "lower")
             assert res["rows"][method]["setting"] in SMOKE_SETTINGS
         assert res["rows"]["continued SFT"]["setting"] == "sft_lr3e-04"  # the one baseline in the smoke grid
         # the chosen setting is the grid's best on val, whatever eval says
@@ -85,13 +86,15 @@ def test_choice_and_difference_by_hand():
             ("b", 1): {0: {"val_accuracy": 0.36}, 1: {"val_accuracy": 0.36}},   # mean 0.36: chosen
             ("c", 0): {0: {"val_accuracy": 0.90}}}                              # one seed only: not eligible
     assert choose(rows, [0, 1]) == ("b", 1)
+    # the map's differences use the paper report's noise model (one for both reports)
     a = {0: {"accuracy": 0.50, "accuracy_se": 0.03}, 1: {"accuracy": 0.60, "accuracy_se": 0.04}}
     b = {0: {"accuracy": 0.40, "accuracy_se": 0.03}, 1: {"accuracy": 0.42, "accuracy_se": 0.04}}
-    d = difference(a, b, [0, 1])
-    # diffs 0.10 and 0.18: mean 0.14; se of each mean sqrt(.03^2 + .04^2) / 2 = 0.025, combined 0.0354;
-    # seeds' spread stdev(0.10, 0.18) / sqrt(2) = 0.04: the larger, 0.04; 0.14 > 2 x 0.04 -> better
-    assert math.isclose(d["diff"], 0.14) and math.isclose(d["sigma"], 0.04, rel_tol=1e-9)
-    assert d["verdict"] == "better"
-    assert difference(b, a, [0, 1])["verdict"] == "worse"
+    d = compare(a, b)
+    # diffs 0.10 and 0.18: mean 0.14, sd 0.0566 (sd^2 / 2 = 0.0016); se of each side rms(.03, .04) = 0.03536
+    # (squared 0.00125, not shrunk by the seeds: they answer the same prompts); sigma sqrt(0.0041) = 0.0640;
+    # 0.14 > 2 x 0.0640 -> higher
+    assert math.isclose(d["diff"], 0.14) and math.isclose(d["sigma"], math.sqrt(0.0041), rel_tol=1e-9)
+    assert d["verdict"] == "higher"
+    assert compare(b, a)["verdict"] == "lower"
     close = {0: {"accuracy": 0.41, "accuracy_se": 0.03}, 1: {"accuracy": 0.43, "accuracy_se": 0.04}}
-    assert difference(close, b, [0, 1])["verdict"] == "no difference"
+    assert compare(close, b)["verdict"] == "no difference"  # 0.01 < 2 x 0.05
