@@ -127,7 +127,8 @@ def evaluate(model, tok, records, device, max_new_tokens=96, batch_size=256, dis
     texts = gather_lists(dist, texts, len(records))
     ended = gather_lists(dist, ended, len(records))
     loss_sum = all_reduce_sum(dist, torch.stack([total, count]))
-    metrics = {"eval_loss": float(loss_sum[0] / loss_sum[1].clamp_min(1))}
+    # logp_y: the reference answers' summed log-prob, averaged over answers (the same pass as eval_loss)
+    metrics = {"eval_loss": float(loss_sum[0] / loss_sum[1].clamp_min(1)), "logp_y": -float(loss_sum[0]) / len(records)}
     metrics.update(eval_metrics(records, texts, ended))
     samples = []
     for r, t, e in zip(records, texts, ended):

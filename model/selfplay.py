@@ -513,7 +513,7 @@ def start(defaults, kind, script):
     block_size = model.config.block_size
     records, prompts, y, note = fit_to_context(tok, records, block_size, cfg.template)
     eval_records, _, _, eval_note = fit_to_context(tok, eval_records, block_size, cfg.template)
-    val_records, val_prompts, val_y, val_note = fit_to_context(tok, val_records, block_size, cfg.template)
+    val_records, _, _, val_note = fit_to_context(tok, val_records, block_size, cfg.template)
     for what, rows, text in [(train_path, records, note), ("eval data", eval_records, eval_note),
                              ("val data", val_records if has_val else [None], val_note)]:
         if not rows:
@@ -538,7 +538,7 @@ def start(defaults, kind, script):
     run = SimpleNamespace(kind=kind, kind_id=kind_id, cfg=cfg, main_cfg=cfg, lr_flag="lr", run_dir=run_dir,
                           dist=dist, device=device, model=model, train_model=train_model, tok=tok, tok_path=tok_path,
                           records=records, eval_records=eval_records, prompts=prompts, y=y, guard=guard, log=log,
-                          val_records=val_records, val_prompts=val_prompts, val_y=val_y,
+                          val_records=val_records,
                           start_iter=start_iter, step=step, resumed=resume is not None, t_start=time.time(),
                           resume_at=resume if mid else None, clock=CheckpointClock(cfg.ckpt_interval, cfg.ckpt_seconds),
                           tokens_seen=resume.get("tokens_seen", 0) if resume else 0, theta_0=theta_0,
@@ -548,9 +548,9 @@ def start(defaults, kind, script):
     return run
 
 
-# what each evaluation also logs of the validation split, as val_<key>; plus val_logp_y, the mean summed
+# what each evaluation also logs of the validation split, as val_<key>; val_logp_y is the mean summed
 # log-prob of the real answers y (a pairwise loss can push it down while y still beats y_gen)
-VAL_KEYS = ("accuracy", "accuracy_se", "eval_loss", "pipe_rate", "len_ratio", "repetition_rate", "eos_rate")
+VAL_KEYS = ("accuracy", "accuracy_se", "eval_loss", "logp_y", "pipe_rate", "len_ratio", "repetition_rate", "eos_rate")
 
 
 def evaluate_iteration(run, it):
@@ -561,8 +561,6 @@ def evaluate_iteration(run, it):
         val, _ = evaluate(run.model, run.tok, run.val_records, run.device, run.cfg.max_new_tokens, dist=run.dist,
                           template=run.cfg.template)
         metrics.update({f"val_{k}": val[k] for k in VAL_KEYS if k in val})
-        metrics["val_logp_y"] = float(dataset_logprobs(run.model, run.val_prompts, run.val_y, run.tok.pad_id,
-                                                       run.device).mean())
     answers = [s["response"] for s in samples]
     metrics["weight_dist"] = weight_distance(run.model, run.theta_0)
     if run.last_answers is not None:  # greedy answers that changed since the previous evaluation
