@@ -181,6 +181,12 @@ def equal_compute(tspin_summary, data_dir):
 # the plan and its ETA
 
 
+def sft_cost(steps, batch, n_eval):
+    """Seconds of a train_sft.py run alone (see COST): its steps, its intermediate and final evaluations."""
+    evals = n_eval + SFT_DEFAULTS["eval_subset"] * ((steps - 1) // SFT_DEFAULTS["eval_interval"])
+    return COST["start"] + steps * batch * COST["sft_example"] + evals * COST["eval_prompt"]
+
+
 def estimate_s(args, method, n25, n100, n_eval):
     """A cost model of one run alone (see COST); it ignores the machine's other load."""
     if args.smoke:
@@ -188,16 +194,12 @@ def estimate_s(args, method, n25, n100, n_eval):
     b, sp_b = SFT_DEFAULTS["batch_size"], SELFPLAY_DEFAULTS["batch_size"]
     selfplay_steps = args.iters * args.selfplay_epochs * (n25 // sp_b)
 
-    def sft(steps, batch):
-        evals = n_eval + SFT_DEFAULTS["eval_subset"] * ((steps - 1) // SFT_DEFAULTS["eval_interval"])
-        return COST["start"] + steps * batch * COST["sft_example"] + evals * COST["eval_prompt"]
-
     if method == "theta0":
-        return sft(args.theta0_steps, b)
+        return sft_cost(args.theta0_steps, b, n_eval)
     if method == "sft100":
-        return sft(2 * (n100 // b), b)
+        return sft_cost(2 * (n100 // b), b, n_eval)
     if method == "sft25eq":
-        return sft(selfplay_steps, round(sp_b * TSPIN_TOKENS_PER_SFT_TOKEN))  # see equal_compute()
+        return sft_cost(selfplay_steps, round(sp_b * TSPIN_TOKENS_PER_SFT_TOKEN), n_eval)  # see equal_compute()
     # T-SPIN stacks y0 only where b > 0: from iteration 1 on, and never without the historical term
     triplet_iters = max(0, args.iters - 1) if method == "tspin" else 0
     per_example = (triplet_iters * COST["triplet"] + (args.iters - triplet_iters) * COST["pair"]) / args.iters

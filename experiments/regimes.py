@@ -24,7 +24,7 @@ from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
-from experiments.plan import COST, SCENARIOS, SFT_DEFAULTS, THETA0_STEPS
+from experiments.plan import COST, PARALLEL_GAIN, SCENARIOS, SFT_DEFAULTS, THETA0_STEPS, sft_cost
 from experiments.runner import execute
 from model.data import read_jsonl, write_jsonl
 from model.train_utils import RUNS_DIR
@@ -116,9 +116,7 @@ def estimate_s(args, method, setting=None, scenario=None):
         return COST["smoke_run"]
     n25, n_eval, n_val = args.sizes
     if method == "theta0":
-        steps, b = THETA0_STEPS[scenario], SFT_DEFAULTS["batch_size"]
-        evals = n_eval + SFT_DEFAULTS["eval_subset"] * ((steps - 1) // SFT_DEFAULTS["eval_interval"])
-        return COST["start"] + steps * b * COST["sft_example"] + evals * COST["eval_prompt"]
+        return sft_cost(THETA0_STEPS[scenario], SFT_DEFAULTS["batch_size"], n_eval)
     kind, extra = SETTINGS[setting]
     evals = (ITERS + 1) * (n_eval + n_val) * COST["eval_prompt"]
     per_iter = n25 * COST["sample"] + EPOCHS * n25 * (COST["pair"] + (COST["triplet"] - COST["pair"]) / 2 * (kind == "T-SPIN"))
@@ -160,7 +158,7 @@ def print_plan(args, plan):
     for r in plan:
         state = "done, skipped" if r.done else f"~{r.est / 60:4.1f} min"
         print(f"  {r.key:<34} {r.what}  [{state}]")
-    gain = 1.23 if args.jobs > 1 else 1.0  # two runs side by side do 1.23x the work of one (plan.PARALLEL_GAIN)
+    gain = PARALLEL_GAIN.get(args.jobs, PARALLEL_GAIN[2])
     todo, full = (sum(r.est for r in plan if not r.done or every) / gain / 60 for every in (False, True))
     print(f"ETA: {todo:.0f} min to run ({full:.0f} min for the whole map), from a cost model of 2 idle CPU cores, "
           f"{args.jobs} run(s) at a time", flush=True)
