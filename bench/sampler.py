@@ -3,7 +3,13 @@ Sampler speed against the kept oracles, haiku model, all timings interleaved in 
   - naive_generate (no cache, a full forward per token) vs generate, batch 1, 128 new tokens;
   - generate with the module-forward decode step (lean=False, the oracle) vs the lean step
     (GPT.decode_step), at batch 1 (128 new tokens) and batch 256 (mixed prompt lengths, 64 new tokens);
-  - the out-of-place sampling step vs sample_next's in-place one, batch 256.
+  - the out-of-place sampling step vs sample_next's in-place one, batch 256;
+  - evaluation's K samples per prompt: K=4 samples of 256 prompts at temperatures 0.6 and 1.0, 96 new
+    tokens, by generate_k (one prefill per prompt, batch 256 sampled rows) vs K separate generate calls
+    (the same samples, as the tests check). Both decode 256-row batches; generate_k saves the K-1
+    repeated prefills, and some padding (its batches of 64 prompts are closer in length). The random
+    model never stops at an EOS, so every sample runs its 96 tokens: the prefill's share is at its
+    smallest here, and evaluation's shorter answers gain more.
 Prints a table and writes runs/bench/bench.json ["sampler"]. Not a test: numbers depend on the machine
 and on what else runs; ratios are medians of round-by-round pairs, tokens/s from the best round.
 
@@ -16,9 +22,10 @@ import torch
 
 from bench.common import interleaved, machine, matmul_peak, ratio, save, set_threads
 from model import GPT, GPTConfig, generate, naive_generate
-from model.sampler import sample_next
+from model.sampler import generate_k, sample_key, sample_next
 
 NEW, NEW_B256 = 128, 64
+K, K_PROMPTS, K_NEW, K_TEMPERATURES = 4, 256, 96, (0.6, 1.0)
 
 
 def prompts(batch, lo, hi, seed=0):
@@ -85,7 +92,29 @@ def main():
     for k, v in ratios.items():
         print(f"{k:>40} {v:6.2f}x")
         out[k] = round(v, 3)
+    out.update(bench_k_samples(model, args.rounds))
     save("sampler", out)
+
+
+def bench_k_samples(model, rounds):
+    """K samples per prompt at each temperature: generate_k vs K separate generate calls (rows keyed as
+    generate_k keys them, so both draw the same samples). -> results for bench.json."""
+    evals = prompts(K_PROMPTS, 8, 32, seed=1)
+    keys = [[sample_key(i, j) for i in range(K_PROMPTS)] for j in range(K)]
+    fns = {
+        "k_separate": lambda: [generate(model, evals, K_NEW, temperature=t, row_ids=keys[j])
+                               for t in K_TEMPERATURES for j in range(K)],
+        "k_generate_k": lambda: [generate_k(model, evals, K, K_NEW, temperature=t) for t in K_TEMPERATURES],
+    }
+    best, times = interleaved(fns, rounds, min_s=0.0, budget_s=240)
+    speedup = ratio(times, "k_separate", "k_generate_k")
+    print(f"K={K} samples x {K_PROMPTS} prompts at temperatures {K_TEMPERATURES}, {K_NEW} new tokens "
+          f"(best of {len(times['k_separate'])}):")
+    print(f"{'K separate generate calls':>40} {best['k_separate']:6.2f} s")
+    print(f"{'generate_k':>40} {best['k_generate_k']:6.2f} s")
+    print(f"{'generate_k_vs_separate':>40} {speedup:6.2f}x")
+    return {"k_separate_s": round(best["k_separate"], 2), "k_generate_k_s": round(best["k_generate_k"], 2),
+            "k_generate_k_vs_separate": round(speedup, 3)}
 
 
 if __name__ == "__main__":

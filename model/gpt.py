@@ -91,6 +91,25 @@ class KVCache:
         if self.k is not None:
             self.k, self.v = self.k[:, rows], self.v[:, rows]
 
+    def repeat_rows(self, n):
+        """Each row n times in a row (row b -> rows b*n .. b*n+n-1): n samples continue one prefill.
+        Only the keys written so far are copied; the rest stays unwritten, as in a fresh cache (indexing
+        would copy all max_len slots: at 256 rows more time than the prefill itself)."""
+        B = self.valid.size(0)
+        rows = torch.arange(B, device=self.valid.device).repeat_interleave(n)
+        self.valid = self.valid[rows]
+        if self.key_mask is not None:
+            self.key_mask = self.key_mask[rows]
+        self.shape = (self.shape[0], B * n, *self.shape[2:])
+        if self.k is not None:
+            L, _, H, T, hd = self.shape
+            s, old_k, old_v = self.pos, self.k, self.v
+            self.k = torch.empty(self.shape, device=old_k.device, dtype=old_k.dtype)
+            self.v = torch.empty(self.shape, device=old_v.device, dtype=old_v.dtype)
+            # one broadcast copy per tensor, no temporary: (L, B, 1, H, s, hd) into (L, B, n, H, s, hd)
+            self.k.view(L, B, n, H, T, hd)[..., :s, :] = old_k[:, :, None, :, :s]
+            self.v.view(L, B, n, H, T, hd)[..., :s, :] = old_v[:, :, None, :, :s]
+
     def update(self, layer, k, v):
         if self.k is None:
             # empty, not zeros: every key is written before it is read (readers slice [:pos + T]), and at

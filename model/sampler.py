@@ -9,11 +9,19 @@ whole sequence for every new token. generate() and naive_generate() return, per 
 tokens, *including* the EOS when the row produced one (so a caller can tell a finished answer from
 one cut at max_new_tokens, and the EOS is scored as part of the response).
 
-Randomness is per row: row i of the prompt list draws its uniforms from its own generator seeded by
-(seed, i), or (seed, row_ids[i]) when the caller shards a longer list as torchrun ranks do, and a token
-is picked by inverse-CDF with one uniform per step. So a prompt's answer does not depend on which
-other prompts share its batch, nor on batch_size, and all three functions draw the same samples
-from the same logits (stream() uses row 0's stream).
+generate_k(): K samples per prompt from one prefill: the prompt's KV cache, last logits and positions
+are repeated to K rows, and all samples decode as rows of one batch (the same loop as generate()). It can
+also return each sample's log-prob under the untempered model, computed from the logits the loop
+already has.
+
+Randomness is per sampled row, one convention for all four functions: a row with key `key` draws its
+uniforms from numpy's default_rng([seed, key]) (default_rng([seed, *key]) for a tuple key), and a token
+is picked by inverse-CDF with one uniform per step. Row i of the prompt list has key i, or row_ids[i]
+when the caller shards a longer list as torchrun ranks do; sample j of that prompt in generate_k() has
+key sample_key(row_id, j): the row id itself for j = 0 (sample 0 is what generate() draws), the tuple
+(row_id, j) for j >= 1. So a sample does not depend on which other prompts share its batch, nor on
+batch_size or k, and generate_k(...)[i][j] == generate(..., row_ids=[sample_key(r, j) for r in ids])[i]:
+K separate calls are its oracle. stream() uses row 0's stream.
 """
 
 from collections import defaultdict
@@ -25,12 +33,21 @@ from model.gpt import KVCache
 
 
 def row_uniforms(seed, rows, n_steps, device="cpu"):
-    """(len(rows), n_steps) uniforms in [0, 1); row i's stream depends only on (seed, i).
+    """(len(rows), n_steps) uniforms in [0, 1); each row's stream depends only on (seed, its key).
 
-    numpy's SeedSequence hashes the pair (seed, i) into an independent stream (torch's CPU generator
-    keeps only 32 bits of a seed, so packing (seed, i) into one integer would collide)."""
-    u = np.array([np.random.default_rng([seed, i]).random(n_steps, dtype=np.float32) for i in rows])
+    A key is an int or a tuple of ints (see sample_key). numpy's SeedSequence hashes [seed, *key] into an
+    independent stream (torch's CPU generator keeps only 32 bits of a seed, so packing (seed, i) into
+    one integer would collide)."""
+    u = np.array([np.random.default_rng([seed, *key] if isinstance(key, tuple) else [seed, key])
+                  .random(n_steps, dtype=np.float32) for key in rows])
     return torch.from_numpy(u.reshape(len(rows), n_steps)).to(device)
+
+
+def sample_key(row_id, j):
+    """The random-stream key of sample j of the prompt with this row id (generate_k). Sample 0 keeps the
+    row id itself, so it is what generate() draws; the others get (row_id, j), whose stream no int key
+    shares (numpy hashes the words [seed, row_id, j]; with ids and seeds below 2**32, as ours are)."""
+    return row_id if j == 0 else (row_id, j)
 
 
 def sample_next(logits, u, temperature=1.0, top_k=None, top_p=None):
@@ -81,21 +98,47 @@ def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=None, top_p=
              seed=0, batch_size=256, row_ids=None, lean=True):
     """Sample up to max_new_tokens for each prompt (a list of token-id lists). Returns a list of lists.
     lean=False decodes with the module forward instead of GPT.decode_step (the oracle; same tokens)."""
+    samples = generate_k(model, prompts, 1, max_new_tokens, temperature, top_k, top_p, eos_id, seed,
+                         batch_size, row_ids, lean=lean)
+    return [s[0] for s in samples]
+
+
+@torch.inference_mode()
+def generate_k(model, prompts, k, max_new_tokens, temperature=1.0, top_k=None, top_p=None, eos_id=None,
+               seed=0, batch_size=256, row_ids=None, return_logprobs=False, lean=True):
+    """k samples per prompt, one prefill per prompt. Returns out, out[i][j] the token list of sample j of
+    prompt i (as generate(): EOS included when produced, nothing after it); sample j draws from the
+    stream sample_key(row id, j), so out[i][0] is what generate() gives prompt i.
+
+    batch_size counts sampled rows (the memory that matters), so a batch prefills batch_size // k prompts.
+    return_logprobs: returns (out, logps), logps[i][j] the sum over the sample's tokens (EOS included) of
+    their log-probs under the untempered model (log_softmax of the raw logits: no temperature, top-k or
+    top-p), for len(out[i][j]) tokens: the policy's own log-likelihood of what it sampled."""
     _check(model, prompts, max_new_tokens)
+    if not 1 <= k <= batch_size:
+        raise ValueError(f"k={k} samples per prompt need 1 <= k <= batch_size={batch_size}")
     was_training = model.training
     model.eval()
-    out = [None] * len(prompts)
+    out, logps = [None] * len(prompts), [None] * len(prompts)
     # similar lengths share a batch (less padding); rows are independent, so the order changes nothing
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        keys = rows if row_ids is None else [row_ids[i] for i in rows]
-        new = _generate_batch(model, [prompts[i] for i in rows], keys, max_new_tokens, temperature,
-                              top_k, top_p, eos_id, seed, lean)
-        for i, tokens in zip(rows, new):
-            out[i] = tokens
+    per_batch = batch_size // k
+    for start in range(0, len(order), per_batch):
+        rows = order[start : start + per_batch]
+        ids = rows if row_ids is None else [row_ids[i] for i in rows]
+        keys = [sample_key(r, j) for r in ids for j in range(k)]  # row b * k + j: sample j of prompt b
+        logits, cache, next_pos = _prefill(model, [prompts[i] for i in rows], max_new_tokens)
+        if k > 1:
+            logits, next_pos = _repeat_rows(logits, cache, next_pos, k)
+        u = row_uniforms(seed, keys, max_new_tokens, logits.device)
+        tokens, lp = _decode_loop(model, logits, cache, next_pos, u, temperature, top_k, top_p, eos_id, lean,
+                                  return_logprobs)
+        for b, i in enumerate(rows):
+            out[i] = tokens[b * k : (b + 1) * k]
+            if return_logprobs:
+                logps[i] = lp[b * k : (b + 1) * k]
     model.train(was_training)
-    return out
+    return (out, logps) if return_logprobs else out
 
 
 def _prefill(model, prompts, max_new_tokens):
@@ -126,16 +169,32 @@ def _decode(model, nxt, pos, cache, lean=True):
     return model(nxt[:, None], pos=pos[:, None], cache=cache)[:, -1]
 
 
-def _generate_batch(model, prompts, rows, max_new_tokens, temperature, top_k, top_p, eos_id, seed, lean):
-    logits, cache, next_pos = _prefill(model, prompts, max_new_tokens)
-    device, B = logits.device, len(prompts)
-    u = row_uniforms(seed, rows, max_new_tokens, device)
+def _repeat_rows(logits, cache, next_pos, k):
+    """B prefilled rows -> B * k rows, row b * k + j a copy of row b: the k samples of a prompt share its
+    one prefill, then decode as independent rows. -> (logits, next positions); the cache in place."""
+    cache.repeat_rows(k)
+    return logits.repeat_interleave(k, dim=0), next_pos.repeat_interleave(k)
+
+
+def _token_logprob(logits, nxt):
+    """log softmax(logits)[nxt] per row, in float32: the untempered model's log-prob of each sampled token."""
+    logits = logits.float()
+    return logits.gather(1, nxt[:, None]).squeeze(1) - torch.logsumexp(logits, dim=-1)
+
+
+def _decode_loop(model, logits, cache, next_pos, u, temperature, top_k, top_p, eos_id, lean, logprobs=False):
+    """Sample every row of a prefilled batch: logits (B, V), its cache, next positions (B,), uniforms
+    (B, max_new_tokens). -> (B token lists cut after the EOS, B log-prob sums or None)."""
+    device, (B, max_new_tokens) = logits.device, u.shape
     tokens = torch.full((B, max_new_tokens), -1, dtype=torch.long, device=device)
+    logp = torch.zeros(B, dtype=torch.float64, device=device) if logprobs else None
     alive = torch.arange(B, device=device)  # batch rows still generating
     done = torch.zeros(B, dtype=torch.bool, device=device)  # over the alive rows
     for t in range(max_new_tokens):
         nxt = sample_next(logits, u[:, t], temperature, top_k, top_p)
         tokens[alive, t] = nxt
+        if logprobs:  # a row past its EOS (finished, not dropped yet) samples tokens that are cut: add 0
+            logp.index_add_(0, alive, _token_logprob(logits, nxt).masked_fill(done, 0.0).double())
         if eos_id is not None:
             done |= nxt == eos_id
             n_done = int(done.sum())
@@ -149,7 +208,8 @@ def _generate_batch(model, prompts, rows, max_new_tokens, temperature, top_k, to
         if t + 1 < max_new_tokens:
             logits = _decode(model, nxt, next_pos, cache, lean)
             next_pos += 1
-    return [_cut_at_eos([x for x in row if x >= 0], eos_id) for row in tokens.tolist()]
+    out = [_cut_at_eos([x for x in row if x >= 0], eos_id) for row in tokens.tolist()]
+    return out, None if logp is None else logp.tolist()
 
 
 @torch.inference_mode()

@@ -5,7 +5,7 @@ import torch
 
 from model import GPT, GPTConfig, generate, naive_generate
 from model.gpt import KVCache
-from model.sampler import sample_next, stream
+from model.sampler import generate_k, sample_key, sample_next, stream
 
 TINY = dict(vocab_size=64, block_size=64, n_layer=2, n_head=2, n_embd=32)
 
@@ -236,3 +236,61 @@ def test_lean_decode_gives_the_oracles_tokens_at_large_batch(random_model):
     oracle = generate(random_model, prompts, 12, seed=5, batch_size=160, lean=False, eos_id=3)
     assert generate(random_model, prompts, 12, seed=5, batch_size=160, eos_id=3) == oracle
     assert len({tuple(r) for r in oracle}) > 250
+
+
+def k_separate_calls(model, prompts, k, max_new_tokens, generate_fn=generate, **kw):
+    """generate_k's oracle: one plain call per sample index j, each row keyed sample_key(row id, j)."""
+    ids = list(range(len(prompts)))
+    calls = [generate_fn(model, prompts, max_new_tokens, row_ids=[sample_key(i, j) for i in ids], **kw)
+             for j in range(k)]
+    return [[calls[j][i] for j in range(k)] for i in ids]
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.6])
+def test_generate_k_equals_k_separate_generate_calls(random_model, temperature):
+    """One prefill repeated to K rows samples what K separate calls sample, token for token: with mixed
+    prompt lengths (padding), several batches, and an EOS that ends samples early (rows dropped)."""
+    prompts = random_prompts(5, [3, 9, 1, 6, 12], 64, seed=12)
+    kw = dict(temperature=temperature, seed=3)
+    free = generate_k(random_model, prompts, 4, 16, **kw)
+    assert all(len(s) == 4 and all(len(x) == 16 for x in s) for s in free)
+    assert all(len({tuple(x) for x in s}) == 4 for s in free), "a prompt's K samples share a stream"
+    eos = max(range(64), key=lambda tok: sum(tok in x for s in free for x in s))  # the most common token
+    assert sum(eos in x for s in free for x in s) >= 4, "precondition: the EOS ends several samples early"
+    for eos_id in (None, eos):
+        oracle = k_separate_calls(random_model, prompts, 4, 16, eos_id=eos_id, **kw)
+        for batch_size in (256, 8, 4):  # all prompts in one batch; 2 prompts per batch; 1
+            assert generate_k(random_model, prompts, 4, 16, eos_id=eos_id, batch_size=batch_size, **kw) == oracle
+    assert oracle != free
+    assert generate_k(random_model, prompts, 4, 16, eos_id=eos, lean=False, **kw) == oracle  # module forward
+    # sample 0 is generate()'s answer, and the naive no-cache sampler draws the same samples
+    assert [s[0] for s in oracle] == generate(random_model, prompts, 16, eos_id=eos, **kw)
+    assert k_separate_calls(random_model, prompts, 4, 16, naive_generate, eos_id=eos, **kw) == oracle
+
+
+def test_generate_k_keys_follow_row_ids(random_model):
+    """A shard's samples are keyed by the caller's row ids: the same prompt gets the same K samples
+    whichever list it comes in."""
+    prompts = random_prompts(4, [2, 7], 64, seed=13)
+    full = generate_k(random_model, prompts, 3, 8, seed=5)
+    shard = generate_k(random_model, prompts[2:], 3, 8, seed=5, row_ids=[2, 3])
+    assert shard == full[2:]
+
+
+@pytest.mark.parametrize("kw", [dict(temperature=1.0), dict(temperature=0.6, top_p=0.9)])
+def test_generate_k_logprobs_match_teacher_forcing(trained_model, kw):
+    """The loop's log-probs are the untempered model's (no temperature, no top-p): a plain forward over
+    prompt + sample, log_softmax at the sampled tokens, EOS included, nothing after it."""
+    model = trained_model
+    prompts = random_prompts(4, [2, 8, 5], 60, seed=14)
+    free = generate_k(model, prompts, 3, 14, seed=2, **kw)
+    eos = free[1][0][4]
+    samples, logps = generate_k(model, prompts, 3, 14, seed=2, eos_id=eos, return_logprobs=True, **kw)
+    assert samples == generate_k(model, prompts, 3, 14, seed=2, eos_id=eos, **kw)
+    assert any(len(x) < 14 for s in samples for x in s), "precondition: some samples end at the EOS"
+    for p, ss, lps in zip(prompts, samples, logps):
+        for x, lp in zip(ss, lps):
+            with torch.no_grad():
+                logits = model(torch.tensor([p + x]))[0, len(p) - 1 : -1]
+            ref = torch.log_softmax(logits, dim=-1).gather(1, torch.tensor(x)[:, None]).sum()
+            assert lp == pytest.approx(float(ref), abs=1e-4)
