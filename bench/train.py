@@ -50,32 +50,19 @@ def our_batch(n_prompts, vocab, seed=0):
     return collate(prompts * 3, [seq(3, 40) for _ in range(3 * n_prompts)], pad_id=0)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.strip().split("\n")[0])
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default, all cores)")
-    ap.add_argument("--rounds", type=int, default=5)
-    args = ap.parse_args()
-    set_threads(args.threads)
-    torch.manual_seed(0)
-    model = GPT(GPTConfig.haiku())
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    peak = matmul_peak(seconds=1.0)
-    print(f"haiku {model.num_params():,} params | {machine()}")
-    print(f"fp32 matmul peak (1024^3): {peak:.1f} GFLOP/s")
-    out = {"matmul_peak_gflops": round(peak, 1)}
-
-    # plain full-head steps on random tokens, every position scored (nanoGPT's training step)
-    shapes = [(64, 32), (64, 64), (16, 256)]  # our SFT batches are ~32-64 x 30 tokens
+def full_head_steps(model, opt, shapes):
+    """Plain full-head steps on random tokens, every position scored (nanoGPT's training step)."""
     full = {}
     for B, T in shapes:
         x = torch.randint(0, model.config.vocab_size, (B, T + 1))
         full[f"{B}x{T}"] = train_step(model, opt, lambda x=x: torch.nn.functional.cross_entropy(
             model(x[:, :-1]).flatten(0, 1), x[:, 1:].flatten()))
+    return full
 
-    # full head (oracle) vs response-only scoring, on a batch shaped like ours
-    x, y, m = our_batch(32, model.config.vocab_size)
-    scored, T = int(m.sum()), x.size(1)
 
+def scoring_steps(model, opt, x, y, m):
+    """The full head (oracle) vs response-only scoring on the batch (x, y, m): the SFT loss, the summed
+    sequence log-probs of self-play, and a no-grad scoring pass."""
     def seq_full():
         return -sequence_logprobs(model(x), y, m).mean()
 
@@ -90,13 +77,15 @@ def main():
     def score_resp():
         model.response_logprobs(x, y, m).sum(-1)
 
-    fns = {**full,
-           "sft_full": train_step(model, opt, lambda: sft_loss(model(x), y, m)),
-           "sft_resp": train_step(model, opt, lambda: -model.response_logprobs(x, y, m).sum() / m.sum()),
-           "seq_full": train_step(model, opt, seq_full), "seq_resp": train_step(model, opt, seq_resp),
-           "score_full": score_full, "score_resp": score_resp}
-    best, times = interleaved(fns, args.rounds, min_s=0.1, budget_s=40)
+    return {"sft_full": train_step(model, opt, lambda: sft_loss(model(x), y, m)),
+            "sft_resp": train_step(model, opt, lambda: -model.response_logprobs(x, y, m).sum() / m.sum()),
+            "seq_full": train_step(model, opt, seq_full), "seq_resp": train_step(model, opt, seq_resp),
+            "score_full": score_full, "score_resp": score_resp}
 
+
+def report(model, shapes, x, m, peak, best, times, out):
+    """Print the table of steps and the response-only ratios; record them in `out`."""
+    scored, T = int(m.sum()), x.size(1)
     print(f"{'step':>10} {'tok/s':>9} {'GFLOP/s':>9} {'of peak':>8}")
     rows = [(f"{B}x{T_}", B * T_, flops_per_step(model, B * T_, T_)) for B, T_ in shapes]
     n = x.numel()
@@ -112,6 +101,29 @@ def main():
         r = ratio(times, f"{what}_full", f"{what}_resp")
         print(f"{'response-only vs full head, ' + what:>40} {r:6.2f}x")
         out[f"resp_vs_full_{what}"] = round(r, 3)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.strip().split("\n")[0])
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default, all cores)")
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args()
+    set_threads(args.threads)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.haiku())
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    peak = matmul_peak(seconds=1.0)
+    print(f"haiku {model.num_params():,} params | {machine()}")
+    print(f"fp32 matmul peak (1024^3): {peak:.1f} GFLOP/s")
+    out = {"matmul_peak_gflops": round(peak, 1)}
+
+    shapes = [(64, 32), (64, 64), (16, 256)]  # our SFT batches are ~32-64 x 30 tokens
+    full = full_head_steps(model, opt, shapes)
+    # full head (oracle) vs response-only scoring, on a batch shaped like ours
+    x, y, m = our_batch(32, model.config.vocab_size)
+    fns = {**full, **scoring_steps(model, opt, x, y, m)}
+    best, times = interleaved(fns, args.rounds, min_s=0.1, budget_s=40)
+    report(model, shapes, x, m, peak, best, times, out)
     save("train", out)
 
 

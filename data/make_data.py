@@ -41,11 +41,12 @@ Train mix: arith 24%, word 22%, capital, fish and table 18% each. Facts (capital
 combinations) are cycled through in reshuffled passes, so even the 25% subset sees nearly all of them.
 Records are short: at most ~300 characters (about 100 BPE tokens), most 10-40 words.
 
-Calibration (train_sft.py, 1M model, greedy eval, words capped at 7 letters in these trials): at the
-default 1500 steps (~4 CPU minutes) three trials gave 17-20% overall (capital 25-45%, fish 25-50%,
-word ~8%, arith ~5%, table ~2%), with run-to-run noise larger than the effect of the knobs below; at
---max_steps 4500 it gave 35% overall: capital 62% (forward 67, reverse 52), table 37% (fish tables
-50-80, capitals 31, sums and lengths ~0), word 31% (spell 42, count 49, reverse 6), fish 29%
+Calibration (an earlier train_sft.py, 1M model, greedy eval, words capped at 7 letters in these trials;
+today's train_sft.py's default is 2400 steps, and the model, tokenizer and data have changed since): at
+--max_steps 1500 (then the default, ~4 CPU minutes) three trials gave 17-20% overall (capital 25-45%,
+fish 25-50%, word ~8%, arith ~5%, table ~2%), with run-to-run noise larger than the effect of the knobs
+below; at --max_steps 4500 it gave 35% overall: capital 62% (forward 67, reverse 52), table 37% (fish
+tables 50-80, capitals 31, sums and lengths ~0), word 31% (spell 42, count 49, reverse 6), fish 29%
 (diet 40, habitat 31, both 3), arith 17% (1d 52, 2d1d 18, 2d2d and up 0).
 Knobs: TRAIN_MIX below; in the family modules ARITH_LEVELS weights, ARITH_NEGATIVE_SHARE, WORD_MAX_LEN,
 WORD_HELDOUT_SHARE, WORD_EVAL_UNSEEN_SHARE, CAPITAL_EVAL_REVERSE_SHARE, FISH_EVAL_SHARE, TABLE_KINDS
@@ -78,7 +79,7 @@ from data.tasks.word import (
     WORDS,
     word_record,
 )
-from model.data import write_jsonl
+from model.files import write_jsonl
 
 TRAIN_MIX = {"arith": 0.24, "word": 0.22, "capital": 0.18, "fish": 0.18, "table": 0.18}
 
@@ -218,7 +219,14 @@ class _Builder:
     def eval(self, n):
         out = {}  # train's prompts are in self.seen; eval's are added, so that val avoids both
         take = self._taker(out)
+        self._eval_capital(n, take)
+        self._eval_arith(n, out, take)
+        self._eval_word(n, out, take)
+        self._eval_fish(n, take)
+        self._eval_table(n, out, take)
+        return [r for task in FAMILIES for r in out.get(task, [])]
 
+    def _eval_capital(self, n, take):
         rng = _rng(self.seed, "capital", "eval")
         n_rev = round(CAPITAL_EVAL_REVERSE_SHARE * n)
         for direction, k, templates in (("forward", n - n_rev, CAPITAL_FWD_EVAL),
@@ -230,6 +238,7 @@ class _Builder:
                 take(capital_record(rng, c, direction, [t]))
                 self.heldout_taken.add(("capital", c, t))
 
+    def _eval_arith(self, n, out, take):
         rng = _rng(self.seed, "arith", "eval")
         reserved = list(self.arith_reserved_order)
         while len(out.get("arith", [])) < n:
@@ -243,6 +252,7 @@ class _Builder:
             if take(arith_record(rng, *t, level)):
                 self.arith_used.add(t)  # and never twice in eval
 
+    def _eval_word(self, n, out, take):
         rng = _rng(self.seed, "word", "eval")
         n_unseen = round(WORD_EVAL_UNSEEN_SHARE * n)
         all_templates = {op: WORD_PROMPTS_TRAIN[op] + WORD_PROMPTS_EVAL[op] for op in WORD_OPS}
@@ -261,6 +271,7 @@ class _Builder:
         else:
             raise ValueError(f"could not draw {n} distinct word eval prompts")
 
+    def _eval_fish(self, n, take):
         rng = _rng(self.seed, "fish", "eval")
         shares = _split_counts(n, FISH_EVAL_SHARE)
         for q, k in shares.items():
@@ -271,6 +282,7 @@ class _Builder:
                 take(fish_record(rng, f, q, {q: [t]}))
                 self.heldout_taken.add(("fish", f, t))
 
+    def _eval_table(self, n, out, take):
         rng = _rng(self.seed, "table", "eval")
         for _ in range(100 * n + 1):
             if len(out.get("table", [])) >= n:
@@ -282,7 +294,6 @@ class _Builder:
                 self.table_used.add((kind, tuple(items)))
         else:
             raise ValueError(f"could not draw {n} distinct table eval prompts")
-        return [r for task in FAMILIES for r in out.get(task, [])]
 
     # -- val (after eval: eval's rules, on what eval left)
     def val(self, n):
@@ -297,6 +308,14 @@ class _Builder:
         def count(task):
             return len(out.get(task, []))
 
+        self._val_capital(n, take)
+        self._val_arith(n, count, take)
+        self._val_word(n, count, take)
+        self._val_fish(n, take)
+        self._val_table(n, count, take)
+        return [r for task in FAMILIES for r in out.get(task, [])]
+
+    def _val_capital(self, n, take):
         rng = _rng(self.seed, "capital", "val")
         n_rev = round(CAPITAL_EVAL_REVERSE_SHARE * n)
         for direction, k, templates in (("forward", n - n_rev, CAPITAL_FWD_EVAL),
@@ -306,6 +325,7 @@ class _Builder:
                 if take(capital_record(rng, c, direction, [t])):
                     self.heldout_taken.add(("capital", c, t))
 
+    def _val_arith(self, n, count, take):
         rng = _rng(self.seed, "arith", "val")
         # triples of train, of eval, and of every sums table so far (train's are in arith_used already)
         avoid = set(self.arith_used)
@@ -323,6 +343,7 @@ class _Builder:
                 avoid.add(t)
                 self.arith_used.add(t)
 
+    def _val_word(self, n, count, take):
         rng = _rng(self.seed, "word", "val")
         unseen = [c for c in self.word_heldout if ("word", *c) not in self.heldout_taken]  # eval's leftovers
         n_unseen = round(WORD_EVAL_UNSEEN_SHARE * n) if unseen else 0
@@ -340,6 +361,7 @@ class _Builder:
             w, op = rng.choice(seen_combos)
             take(word_record(rng, w, op, WORD_PROMPTS_EVAL, "_newphrase"))
 
+    def _val_fish(self, n, take):
         rng = _rng(self.seed, "fish", "val")
         for q, k in _split_counts(n, FISH_EVAL_SHARE).items():
             pool = [(f, t) for f in FISH for t in FISH_PROMPTS_EVAL[q] if ("fish", f, t) not in self.heldout_taken]
@@ -347,6 +369,7 @@ class _Builder:
                 if take(fish_record(rng, f, q, {q: [t]})):
                     self.heldout_taken.add(("fish", f, t))
 
+    def _val_table(self, n, count, take):
         rng = _rng(self.seed, "table", "val")
         for _ in range(100 * n):
             if count("table") >= n:
@@ -356,7 +379,6 @@ class _Builder:
                 continue  # a combination of items neither train nor eval had
             if take(table_record(rng, kind, items)):
                 self.table_used.add((kind, tuple(items)))
-        return [r for task in FAMILIES for r in out.get(task, [])]
 
 
 def build(seed=0, n_train=20000, n_eval_per_task=320, n_val_per_task=100):

@@ -59,6 +59,43 @@ def _merge(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
     return out
 
 
+def _pair_counts(words: list[list[int]], freqs: list[int]) -> tuple[Counter, defaultdict]:
+    """(pair -> occurrences, pair -> word indices) over the words, each weighted by its frequency."""
+    counts = Counter()  # pair -> occurrences in the corpus (weighted by chunk frequency)
+    where = defaultdict(set)  # pair -> indices of words that (may) contain it
+    for i, (w, f) in enumerate(zip(words, freqs)):
+        for p in zip(w, w[1:]):
+            counts[p] += f
+            where[p].add(i)
+    return counts, where
+
+
+def _merge_in_words(pair: tuple[int, int], new_id: int, words: list[list[int]], freqs: list[int],
+                    counts: Counter, where: defaultdict, heap: list) -> None:
+    """One training merge, in place: `pair` becomes new_id in every word that holds it, and the pair
+    counts, the word index and the heap follow (a pair whose count drops to 0 leaves counts)."""
+    changed = set()
+    for i in sorted(where.pop(pair)):
+        old = words[i]
+        new = _merge(old, pair, new_id)
+        if len(new) == len(old):
+            continue  # stale index: the pair was merged away by an earlier merge
+        f = freqs[i]
+        for p in zip(old, old[1:]):
+            counts[p] -= f
+            changed.add(p)
+        for p in zip(new, new[1:]):
+            counts[p] += f
+            changed.add(p)
+            where[p].add(i)
+        words[i] = new
+    for p in changed:
+        if counts[p] > 0:
+            heapq.heappush(heap, (-counts[p], p))
+        else:
+            del counts[p]
+
+
 class Tokenizer:
     SPECIAL_TOKENS = SPECIAL_TOKENS
 
@@ -95,12 +132,7 @@ class Tokenizer:
         # Each unique chunk is a "word" of token ids with a frequency; merges never cross chunks.
         words = [list(c.encode("utf-8")) for c in chunks]
         freqs = list(chunks.values())
-        counts = Counter()  # pair -> occurrences in the corpus (weighted by chunk frequency)
-        where = defaultdict(set)  # pair -> indices of words that (may) contain it
-        for i, (w, f) in enumerate(zip(words, freqs)):
-            for p in zip(w, w[1:]):
-                counts[p] += f
-                where[p].add(i)
+        counts, where = _pair_counts(words, freqs)
         # Max-heap of (-count, pair) with lazy deletion: an entry is stale if its count is not current.
         # Ties between equally frequent pairs go to the lowest pair of ids, so training is deterministic.
         heap = [(-c, p) for p, c in counts.items()]
@@ -127,26 +159,7 @@ class Tokenizer:
             # else: these bytes are already a token reached by another pair of parts. tiktoken
             # (which merges whenever the concatenated bytes are a token) would merge here too, so we
             # merge into the existing id, spend no vocabulary slot, and keep every token unique.
-            changed = set()
-            for i in sorted(where.pop(pair)):
-                old = words[i]
-                new = _merge(old, pair, new_id)
-                if len(new) == len(old):
-                    continue  # stale index: the pair was merged away by an earlier merge
-                f = freqs[i]
-                for p in zip(old, old[1:]):
-                    counts[p] -= f
-                    changed.add(p)
-                for p in zip(new, new[1:]):
-                    counts[p] += f
-                    changed.add(p)
-                    where[p].add(i)
-                words[i] = new
-            for p in changed:
-                if counts[p] > 0:
-                    heapq.heappush(heap, (-counts[p], p))
-                else:
-                    del counts[p]
+            _merge_in_words(pair, new_id, words, freqs, counts, where, heap)
         return cls(ranks)
 
     # ---------------------------------------------------------------- encoding
