@@ -12,7 +12,7 @@ from data.tasks.common import cap, found, make_record, norm, phrase_regex, strip
 NAME = "capital"
 
 # ---------------------------------------------------------------------------------------------------
-# The closed world. ASCII spellings only (the tokenizer is a 1024-token BPE trained on this data).
+# The closed world. ASCII spellings only (the tokenizer is a 2048-token BPE trained on this data).
 # Countries whose capital is contested, split or named like the country (Bolivia, South Africa, Sri
 # Lanka, Israel, Singapore, ...) are left out, and so are pairs whose names nest (Niger / Nigeria,
 # Sudan / South Sudan), so that "the expected city and no other capital" is a clean test.
