@@ -11,7 +11,7 @@ SFT_NAME ?= sft$(SFX)
 SFT_CKPT := runs/$(SFT_NAME)/ckpt.pt
 export PYTHONHASHSEED := 0
 
-.PHONY: setup data sft spin tspin sample paper regimes notebooks test bench lint clean
+.PHONY: setup data sft spin tspin sample paper regimes notebooks test test-fast docs bench lint clean
 
 setup: $(VENV)
 
@@ -63,6 +63,14 @@ notebooks: data
 
 test: $(VENV)
 	$(PY) -m pytest
+
+# the inner loop: every test that starts no training process (tests/conftest.py marks the others slow)
+test-fast: $(VENV)
+	$(PY) -m pytest -m "not slow"
+
+# the README and docs/ against the code: links, line count, every default they quote (about a second)
+docs: $(VENV)
+	$(PY) -m pytest -q tests/test_docs.py
 
 bench: $(VENV)
 	$(PY) -m bench.sampler

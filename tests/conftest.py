@@ -2,6 +2,7 @@
 helper that runs a training script the way a user does, in a subprocess."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def small_data(tmp_path_factory):
     """data_dir with train/eval/subsets and a tokenizer, like `make data` but smaller."""
     from data.make_data import make_dataset
-    from model.data import read_jsonl
+    from model.files import read_jsonl
     from model.tokenizer import Tokenizer
 
     out = tmp_path_factory.mktemp("data")
@@ -25,15 +26,52 @@ def small_data(tmp_path_factory):
     return out
 
 
-def run_script(script, *args, cwd, check=True):
-    """python <script> args..., in cwd (where runs/ goes). Returns the CompletedProcess."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
-    proc = subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+def script_env(threads=None, **extra):
+    """The environment every test subprocess gets: our code on the path, a fixed thread count."""
+    threads = str(threads or os.environ.get("OMP_NUM_THREADS", "2"))
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, **extra}
+
+
+def run_python(*args, cwd=ROOT, check=True, threads=None, stdin=None, timeout=600, background=False, env=None):
+    """The one way a test starts a process: `python args...` (a script path or -m module) in cwd, as a user
+    runs it. Returns the CompletedProcess, or the Popen with background=True; check: exit status 0."""
+    cmd = [sys.executable, *map(str, args)]
+    env = env or script_env(threads)
+    if background:
+        return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, input=stdin)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{script} {' '.join(map(str, args))} failed ({proc.returncode}):\n"
+        raise AssertionError(f"python {' '.join(map(str, args))} failed ({proc.returncode}):\n"
                              f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
+
+
+def run_script(script, *args, cwd, check=True, threads=None):
+    """python <script> args..., in cwd (where runs/ goes). Returns the CompletedProcess."""
+    return run_python(ROOT / script, *args, cwd=cwd, check=check, threads=threads)
+
+
+# what starts a process; a test that does it, or uses a fixture that does, is left out of `make test-fast`
+# (every run_*() helper of the tests starts one); a test that trains in process for long is marked by hand
+SLOW_CALLS = re.compile(r"\brun_\w*\(|\btorchrun\(|\blaunch\(|\bsubprocess\.")
+
+
+def _starts_processes(func):
+    import inspect
+
+    try:
+        return SLOW_CALLS.search(inspect.getsource(func)) is not None
+    except (OSError, TypeError):
+        return False
+
+
+def pytest_collection_modifyitems(items):
+    """Mark as slow every test that starts a process, itself or through one of its fixtures, so that the
+    fast tier (pytest -m "not slow") is decided by what a test does, not by a list someone must keep."""
+    for item in items:
+        fixtures = [d.func for defs in item._fixtureinfo.name2fixturedefs.values() for d in defs]
+        if any(_starts_processes(f) for f in [getattr(item, "function", None), *fixtures] if f is not None):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -2,15 +2,12 @@
 log: one PNG, one markdown table of final metrics and differing settings, one-line errors."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
-from conftest import ROOT, run_script
+from conftest import run_python, run_script
 
 from experiments.compare import load_run, main, plot
-from model.train_utils import read_metrics
+from model.log import read_metrics
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +23,7 @@ def final_eval(run_dir):
 
 
 def test_compare_writes_one_png_and_one_table(sft_run, second_run, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "experiments.compare", str(sft_run), str(second_run), "--out",
-                           str(tmp_path / "cmp")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    proc = run_python("-m", "experiments.compare", sft_run, second_run, "--out", tmp_path / "cmp", timeout=300)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cmp.md", "cmp.png"]
     assert (tmp_path / "cmp.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = (tmp_path / "cmp.md").read_text()

@@ -1,24 +1,17 @@
 """torchrun on CPU (gloo): the scripts run unchanged under 2 processes and agree with one process."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
-from conftest import ROOT, run_script
+from conftest import ROOT, run_python, run_script
 
-from model.train_utils import load_checkpoint
+from model.checkpoint import load_checkpoint
 
 
 def torchrun(script, *args, cwd, nproc=2):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           str(ROOT / script), *map(str, args)]
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
+    return run_python("-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", ROOT / script, *args,
+                      cwd=cwd, threads=1)
 
 
 def lines(path):

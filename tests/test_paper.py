@@ -4,29 +4,21 @@ invocation finds every run done, and `python -m experiments.report` re-writes th
 
 import json
 import math
-import os
 import shutil
-import subprocess
-import sys
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, run_python
 
 from experiments import report
 from experiments.plan import LABEL, RUNS, SELFPLAY, script_defaults
-from model.data import read_jsonl, write_jsonl
-from model.train_utils import read_metrics
+from model.files import read_jsonl, write_jsonl
+from model.log import read_metrics
 
 VERDICTS = ("reproduces", "partly reproduces", "does not reproduce")
 
 
 def run_module(module, *args, check=True):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
-    proc = subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=900)
-    if check:
-        assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
+    return run_python("-m", module, *args, check=check, timeout=900)
 
 
 def run_paper(data_dir, out, *extra, check=True):

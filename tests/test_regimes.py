@@ -4,12 +4,9 @@ invocation finds everything done, and a run cut short is redone alone. The stati
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import pytest
-from conftest import ROOT
+from conftest import run_python
 
 from experiments.regimes import SETTINGS, SMOKE_SCENARIOS, SMOKE_SETTINGS
 from experiments.regimes_report import choose
@@ -17,11 +14,8 @@ from experiments.report import compare
 
 
 def run_regimes(data_dir, out, *extra):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "experiments.regimes", "--smoke", "--data_dir", data_dir, "--out", out,
-                           *map(str, extra)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc.stdout
+    return run_python("-m", "experiments.regimes", "--smoke", "--data_dir", data_dir, "--out", out, *extra,
+                      threads=1).stdout
 
 
 @pytest.fixture(scope="module")

@@ -6,23 +6,22 @@ in-process (runpy), which costs no interpreter start. Expected answers come from
 evaluation called directly, so a test fails if sample.py shows anything else than what the model says."""
 
 import io
-import os
 import re
 import runpy
-import subprocess
 import sys
 import unicodedata
 
 import pytest
 import torch
-from conftest import ROOT, run_script
+from conftest import ROOT, run_python, run_script
 
 from data.tasks import has_pipe_leak
-from model.data import format_prompt, read_jsonl, write_jsonl
+from model.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from model.data import format_prompt
 from model.evaluate import evaluate
+from model.files import read_jsonl, write_jsonl
 from model.sampler import generate
 from model.tokenizer import Tokenizer
-from model.train_utils import load_checkpoint, model_from_checkpoint, save_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +32,7 @@ def ckpts(sft_run, tmp_path_factory):
     ckpt = load_checkpoint(sft_run / "ckpt.pt")
     g = torch.Generator().manual_seed(0)
     ckpt["model"] = {k: v + 0.3 * torch.randn(v.shape, generator=g) for k, v in ckpt["model"].items()}
-    ckpt.update(kind="tspin", iter=1)
+    ckpt.update(kind="tspin", next_iter=1)
     it_dir = tmp_path_factory.mktemp("tspin") / "runs" / "tspin" / "iter0"
     save_checkpoint(it_dir / "ckpt.pt", ckpt)
     return sft_run, it_dir
@@ -86,9 +85,7 @@ def run_sample(*args, cwd, stdin=None):
     """python sample.py args..., as a user runs it (conftest's run_script, with stdin)."""
     if stdin is None:
         return run_script("sample.py", *args, cwd=cwd)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, str(ROOT / "sample.py"), *map(str, args)], cwd=cwd, env=env, input=stdin,
-                          capture_output=True, text=True, timeout=300)
+    return run_python(ROOT / "sample.py", *args, cwd=cwd, stdin=stdin, check=False, timeout=300)
 
 
 def sample_inprocess(monkeypatch, capsys, *args, stdin=None):
