@@ -22,11 +22,14 @@ import unicodedata
 from pathlib import Path
 
 from data.tasks import has_pipe_leak
-from model.data import DataError, format_prompt, read_jsonl
+from model.checkpoint import load_checkpoint, model_from_checkpoint
+from model.cli import die
+from model.data import format_prompt
+from model.device import pick_device
 from model.evaluate import evaluate
+from model.files import DataError, read_jsonl
 from model.sampler import generate, stream
 from model.tokenizer import Tokenizer
-from model.train_utils import die, load_checkpoint, model_from_checkpoint, pick_device
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip(), allow_abbrev=False,
                                  formatter_class=lambda prog: argparse.HelpFormatter(prog, max_help_position=30))
@@ -104,7 +107,7 @@ def visible(text):
 
 def describe(arg, ckpt):
     """runs/tspin/iter0: tspin checkpoint, step 8, after iteration 0"""
-    after = f", after iteration {ckpt['iter'] - 1}" if "iter" in ckpt else ""  # 'iter' counts finished iterations
+    after = f", after iteration {ckpt['next_iter'] - 1}" if "next_iter" in ckpt else ""
     return f"{arg}: {ckpt['kind']} checkpoint, step {ckpt.get('step', '?')}{after}"
 
 

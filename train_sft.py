@@ -24,48 +24,25 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from model import dist as D
-from model.data import (
-    DataError,
-    batches,
-    collate,
-    data_paths,
-    fit_to_context,
-    read_json_lines,
-    read_jsonl,
-    write_jsonl,
-)
-from model.evaluate import evaluate, show_samples, summary_line
-from model.gpt import GPT, GPTConfig
-from model.losses import sft_loss_from_logps
-from model.plots import plot_run
-from model.tokenizer import Tokenizer
-from model.train_utils import (
-    RUN_DEFAULTS,
-    RUNS_DIR,
-    CheckpointClock,
-    NanGuard,
-    NanHalt,
-    RunLog,
-    autocast,
+from model.checkpoint import (
     checkpoint_state,
-    claim_run,
-    configure,
-    die,
-    halt,
     load_checkpoint,
-    lr_warmup_cosine,
     model_from_checkpoint,
-    optimizer_step,
-    pick_device,
-    print_config,
-    resume_command,
-    run_path,
     save_checkpoint,
     set_rng_state,
-    stop,
-    stop_requested,
-    write_json,
 )
+from model.cli import RUN_DEFAULTS, claim_run, configure, die, halt, print_config, resume_command, stop
+from model.data import batches, collate, data_paths, fit_to_context
+from model.device import autocast, pick_device
+from model.evaluate import evaluate, show_samples, summary_line
+from model.files import DataError, read_json_lines, read_jsonl, write_json, write_jsonl
+from model.gpt import GPT, GPTConfig
+from model.log import RunLog
+from model.losses import sft_loss_from_logps
+from model.plots import plot_run
+from model.rundir import RUNS_DIR, CheckpointClock, run_path, stop_requested
+from model.step import NanGuard, NanHalt, lr_warmup_cosine, optimizer_step
+from model.tokenizer import Tokenizer
 
 # -----------------------------------------------------------------------------------------------------
 # defaults; every one can be overridden: python train_sft.py --lr 1e-3 --max_steps 500 (--help lists them)
@@ -226,12 +203,12 @@ for step in pbar:
 
     global_batch = order[i]
     mine = global_batch[dist.rank::dist.world]
-    x, y, m = (t.to(device) for t in collate([prompts[j] for j in mine], [responses[j] for j in mine], tok.pad_id))
+    x, targets, m = (t.to(device) for t in collate([prompts[j] for j in mine], [responses[j] for j in mine], tok.pad_id))
     # normalise by the response tokens of the whole global batch (known on every rank without talking), so
     # that N ranks x batch b take exactly the step of 1 rank x batch N*b (DDP averages gradients over ranks)
     n_global = sum(len(responses[j]) for j in global_batch)
     with autocast(device):
-        token_lp = model(x, targets=y, mask=m)  # the head at response positions only (sft_loss is the oracle)
+        token_lp = model(x, targets=targets, mask=m)  # the head at response positions only (sft_loss is the oracle)
     loss = sft_loss_from_logps(token_lp.sum(dim=-1), n_global) * dist.world
     if step == cfg.inject_nan_step:
         loss = loss * float("nan")

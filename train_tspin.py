@@ -19,29 +19,33 @@ fit_iteration.
     python train_tspin.py --resume              # continue from the last checkpoint (mid-iteration too)
 """
 
+from model.baseline import continued_sft
+from model.checks import param_checksum
 from model.losses import tspin_loss
 from model.selfplay import (
-    SELFPLAY_DEFAULTS,
-    continued_sft,
     evaluate_iteration,
-    finish,
     fit_iteration,
     load_answers,
-    param_checksum,
     per_iteration,
     play,
     save_answers,
     save_iteration,
-    start,
     synthesize,
 )
+from model.selfplay_run import SELFPLAY_DEFAULTS, finish, start
 
 # -----------------------------------------------------------------------------------------------------
+# defaults; every one can be overridden: python train_tspin.py --lr 1e-4 --iters 2 (--help lists them all)
 defaults = dict(
-    name="tspin",               # writes <out_dir>/<name>/
-    a=1.0,                      # scale of both advantages
-    b="0.0,0.1",                # weight of the historical advantage per iteration: 0 at iteration 0, then 0.1
-    **SELFPLAY_DEFAULTS,
+    name="tspin",                # writes <out_dir>/<name>/
+    a=1.0,                       # scale of both advantages
+    b="0.0,0.1",                 # weight of the historical advantage per iteration: 0 at iteration 0, then 0.1
+    iters=3,                     # self-play iterations t = 0 .. iters-1
+    epochs=2,                    # passes over the triplets per iteration (the paper: 2)
+    batch_size=64,               # examples per optimizer step, all processes together (the paper: 64)
+    lr=1e-5,                     # peak lr (RMSprop); 1e-5: best on val at the regime map's last iteration (plateau; 1e-4 wins only if stopped after one)
+    temperature=1.0,             # sampling temperature of y_gen and y0
+    **SELFPLAY_DEFAULTS,         # data, template, optimizer, baseline, checkpoints... (model/selfplay_run.py)
 )
 run = start(defaults, "T-SPIN", __file__)  # command line, --resume, processes, theta_0, prompts, log
 cfg, model = run.cfg, run.model
@@ -59,7 +63,7 @@ else:
         save_answers(y0_path, run.records, run.y, y0, run.tok, cfg.template)
 for it in range(run.start_iter, cfg.iters):
     b = per_iteration(cfg.b, it, "b")  # the one place b is decided; the loss only receives the number
-    start_sum = param_checksum(model)
+    start_sum = param_checksum(model) if cfg.debug else None  # the tests' check that training moved the policy
 
     # 1. no opponent copy: theta_t is the current model itself, before this iteration's training
     # 2. theta_t answers every training prompt afresh: the synthetic answers y_gen (not accumulated)
@@ -68,11 +72,11 @@ for it in range(run.start_iter, cfg.iters):
     if cfg.mix_previous and it > 0:  # the official SPIN code's data mixing: the previous iteration's y_gen too
         y_gen_previous = load_answers(run.run_dir / f"iter{it - 1}" / "synthetic.jsonl")
         x, y, y_gen_train, y0_train = x + run.prompts, y + run.y, y_gen_train + y_gen_previous, y0_train + y0
-    # with b = 0 the historical term is exactly zero: y0 is left out of the stacked forward
-    triplets = [(t_y, t_g, t_0) if b else (t_y, t_g) for t_y, t_g, t_0 in zip(y, y_gen_train, y0_train)]
+    # with b = 0 the historical term is exactly zero: y0 is left out of the stacked forward (pairs, not triplets)
+    answer_sets = [(t_y, t_g, t_0) if b else (t_y, t_g) for t_y, t_g, t_0 in zip(y, y_gen_train, y0_train)]
     if cfg.drop_identical and not b:  # y_gen == y with b = 0: exactly zero gradient, dropping saves compute
         keep = [j for j in range(len(x)) if y[j] != y_gen_train[j]]
-        x, triplets = [x[j] for j in keep], [triplets[j] for j in keep]
+        x, answer_sets = [x[j] for j in keep], [answer_sets[j] for j in keep]
 
     # 3. no reference log-probs: all three terms come from the model being trained
     # 4. train from theta_t on triplets: y beats y_gen, and y_gen beats y0
@@ -81,16 +85,16 @@ for it in range(run.start_iter, cfg.iters):
         return tspin_loss(logp_y, logp_y_gen, logp_y0, cfg.a, b)
 
     print(f"T-SPIN iteration {it}: b {b}, {len(x):,} {'triplets' if b else 'pairs'}", flush=True)
-    fit_iteration(run, it, x, triplets, loss_fn)
+    fit_iteration(run, it, x, answer_sets, loss_fn)
 
     # 5. evaluate, checkpoint; the trained model is theta_{t+1}
-    if run.dist.main:
+    if cfg.debug and run.dist.main:
         run.log.log(step=run.step, iter=it, policy_changed=param_checksum(model) != start_sum)
     evaluate_iteration(run, it)
 
     # 6. the equal-compute baseline: continued SFT from theta_0 on the same x and y, same steps
     if cfg.baseline:
-        continued_sft(run, it, x, [t[0] for t in triplets])
+        continued_sft(run, it, x, [s[0] for s in answer_sets])
     save_iteration(run, it)
 
 finish(run)

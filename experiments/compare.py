@@ -18,8 +18,10 @@ import matplotlib
 matplotlib.use("Agg")  # files only: works headless
 import matplotlib.pyplot as plt  # noqa: E402
 
+from model.checkpoint import load_checkpoint  # noqa: E402
+from model.cli import die  # noqa: E402
+from model.log import read_metrics  # noqa: E402
 from model.plots import series  # noqa: E402
-from model.train_utils import die, load_checkpoint, read_metrics  # noqa: E402
 
 # one panel per question a reader asks of a comparison; a panel no run logged is left out
 PANELS = [

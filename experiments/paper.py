@@ -41,7 +41,7 @@ from experiments.plan import (
     write_eval,
 )
 from experiments.runner import execute
-from model.train_utils import RUNS_DIR
+from model.rundir import RUNS_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 

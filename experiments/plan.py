@@ -22,8 +22,7 @@ import statistics
 from pathlib import Path
 from types import SimpleNamespace
 
-from model.data import format_prompt, format_response, read_jsonl, write_jsonl
-from model.selfplay import SELFPLAY_DEFAULTS
+from model.files import read_jsonl, write_jsonl
 from model.tokenizer import Tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +48,10 @@ def script_defaults(path):
     raise ValueError(f"{path}: no `defaults = dict(...)` at the top level")
 
 
+# the three scripts' defaults, read the same way (without importing torch: the reports import this module)
 SFT_DEFAULTS = script_defaults(ROOT / "train_sft.py")
+SPIN_DEFAULTS = script_defaults(ROOT / "train_spin.py")
+TSPIN_DEFAULTS = script_defaults(ROOT / "train_tspin.py")
 
 # theta_0 must be trained to its plateau, or continued SFT wins by just finishing the job. Its step count is
 # chosen on a validation split, never on the eval split that the report's table reads.
@@ -168,6 +170,8 @@ def equal_compute(tspin_summary, data_dir):
     real answer per example) about T-SPIN's: batch = tokens / (steps * mean example length). T-SPIN's
     tokens are those it put through the model with gradients, as it counted them (prompt + answer per
     stacked sequence, no padding; y0 left out where b = 0)."""
+    from model.data import format_prompt, format_response  # here: the rest of plan stays free of torch
+
     steps, tokens = tspin_summary["steps"], tspin_summary["tokens_seen"]
     tok = Tokenizer.load(Path(data_dir) / "tokenizer")
     records = read_jsonl(Path(data_dir) / "train_25.jsonl")
@@ -191,7 +195,7 @@ def estimate_s(args, method, n25, n100, n_eval):
     """A cost model of one run alone (see COST); it ignores the machine's other load."""
     if args.smoke:
         return COST["smoke_run"]
-    b, sp_b = SFT_DEFAULTS["batch_size"], SELFPLAY_DEFAULTS["batch_size"]
+    b, sp_b = SFT_DEFAULTS["batch_size"], TSPIN_DEFAULTS["batch_size"]
     selfplay_steps = args.iters * args.selfplay_epochs * (n25 // sp_b)
 
     if method == "theta0":
@@ -259,3 +263,51 @@ def print_plan(args, plan):
     if not args.smoke and full > BUDGET_S:
         print(f"warning: the plan is over the {BUDGET_S // 60}-minute budget; --selfplay_epochs, --iters and --seeds "
               f"make it smaller", flush=True)
+
+
+# -----------------------------------------------------------------------------------------------------
+# the regime map's design (experiments/regimes.py runs it, experiments/regimes_report.py reads it): every
+# scenario above x {continued SFT, SPIN, T-SPIN} x a small grid, over several seeds
+
+# The grid, cut to fit 2 hours on 2 cores (cut the grid, never the seeds). Self-play: lr 1e-5 (the value
+# chosen on val for make paper, where the model barely moves: 0.3% from theta_0) and 1e-4 (where it moves
+# 2%, and SPIN lost 12 points on val); the remedies only at 1e-4, where there is damage to remedy.
+# nll 1.0: RPO's and TRL's rpo_alpha default. Continued SFT (AdamW): 1e-4, 3e-4, 1e-3 around the 3e-4
+# chosen on val for --baseline_lr, each the baseline of one self-play run (it costs no extra run).
+SETTINGS = {
+    "spin_lr1e-5": ("SPIN", dict(lr=1e-5, baseline_lr=1e-3)),
+    "spin_lr1e-4": ("SPIN", dict(lr=1e-4)),
+    "spin_lr1e-4_nll": ("SPIN", dict(lr=1e-4, nll=1.0)),
+    "spin_lr1e-4_drop": ("SPIN", dict(lr=1e-4, drop_identical=True)),
+    "tspin_lr1e-5": ("T-SPIN", dict(lr=1e-5, baseline_lr=3e-4)),
+    "tspin_lr1e-4": ("T-SPIN", dict(lr=1e-4, baseline_lr=1e-4)),
+    "tspin_lr1e-4_nll": ("T-SPIN", dict(lr=1e-4, nll=1.0)),
+    "tspin_lr1e-4_drop": ("T-SPIN", dict(lr=1e-4, drop_identical=True)),
+}
+SMOKE_SETTINGS = ("spin_lr1e-4_nll", "tspin_lr1e-5")  # a remedy, a baseline and both methods, in seconds
+SMOKE_SCENARIOS = ("template",)  # trains plateau's theta_0 and starts from it in the other template
+SCRIPT = {"SPIN": "train_spin.py", "T-SPIN": "train_tspin.py"}
+REGIMES_ITERS, REGIMES_EPOCHS = 2, 1  # iterations 0 and 1 (T-SPIN's historical term is on from 1), one pass each
+REGIMES_EVAL_EVERY = 2  # every run answers every 2nd eval prompt (800; run se ~1.7 points) and all of val
+
+
+def theta0_of(scenario):
+    """The scenario whose theta_0 this one starts from: template uses plateau's."""
+    return "plateau" if scenario == "template" else scenario
+
+
+def regimes_estimate_s(args, method, setting=None, scenario=None):
+    """Seconds of one run alone on 2 idle cores, from plan.py's cost model (2 evaluations of eval + val per
+    iteration and theta_0's, the baseline's too)."""
+    if args.smoke:
+        return COST["smoke_run"]
+    n25, n_eval, n_val = args.sizes
+    if method == "theta0":
+        return sft_cost(THETA0_STEPS[scenario], SFT_DEFAULTS["batch_size"], n_eval)
+    kind, extra = SETTINGS[setting]
+    evals = (REGIMES_ITERS + 1) * (n_eval + n_val) * COST["eval_prompt"]
+    per_iter = n25 * COST["sample"] + REGIMES_EPOCHS * n25 * (COST["pair"] + (COST["triplet"] - COST["pair"]) / 2 * (kind == "T-SPIN"))
+    per_iter += 2 * n25 * COST["ref_logp"] * (kind == "SPIN")
+    baseline = REGIMES_ITERS * (REGIMES_EPOCHS * n25 * COST["sft_example"] * 2 + (n_eval + n_val) * COST["eval_prompt"]) \
+        if "baseline_lr" in extra else 0
+    return COST["start"] + evals + n25 * COST["sample"] * (kind == "T-SPIN") + REGIMES_ITERS * per_iter + baseline

@@ -24,39 +24,26 @@ from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
-from experiments.plan import COST, PARALLEL_GAIN, SCENARIOS, SFT_DEFAULTS, THETA0_STEPS, sft_cost
+from experiments import regimes_report
+from experiments.plan import (
+    PARALLEL_GAIN,
+    REGIMES_EPOCHS,
+    REGIMES_EVAL_EVERY,
+    REGIMES_ITERS,
+    SCENARIOS,
+    SCRIPT,
+    SETTINGS,
+    SMOKE_SCENARIOS,
+    SMOKE_SETTINGS,
+    THETA0_STEPS,
+    regimes_estimate_s,
+    theta0_of,
+)
 from experiments.runner import execute
-from model.data import read_jsonl, write_jsonl
-from model.train_utils import RUNS_DIR
+from model.files import read_jsonl, write_jsonl
+from model.rundir import RUNS_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
-
-# The grid, cut to fit 2 hours on 2 cores (cut the grid, never the seeds). Self-play: lr 1e-5 (the value
-# chosen on val for make paper, where the model barely moves: 0.3% from theta_0) and 1e-4 (where it moves
-# 2%, and SPIN lost 12 points on val); the remedies only at 1e-4, where there is damage to remedy.
-# nll 1.0: RPO's and TRL's rpo_alpha default. Continued SFT (AdamW): 1e-4, 3e-4, 1e-3 around the 3e-4
-# chosen on val for --baseline_lr, each the baseline of one self-play run (it costs no extra run).
-SETTINGS = {
-    "spin_lr1e-5": ("SPIN", dict(lr=1e-5, baseline_lr=1e-3)),
-    "spin_lr1e-4": ("SPIN", dict(lr=1e-4)),
-    "spin_lr1e-4_nll": ("SPIN", dict(lr=1e-4, nll=1.0)),
-    "spin_lr1e-4_drop": ("SPIN", dict(lr=1e-4, drop_identical=True)),
-    "tspin_lr1e-5": ("T-SPIN", dict(lr=1e-5, baseline_lr=3e-4)),
-    "tspin_lr1e-4": ("T-SPIN", dict(lr=1e-4, baseline_lr=1e-4)),
-    "tspin_lr1e-4_nll": ("T-SPIN", dict(lr=1e-4, nll=1.0)),
-    "tspin_lr1e-4_drop": ("T-SPIN", dict(lr=1e-4, drop_identical=True)),
-}
-SMOKE_SETTINGS = ("spin_lr1e-4_nll", "tspin_lr1e-5")  # a remedy, a baseline and both methods, in seconds
-SMOKE_SCENARIOS = ("template",)  # trains plateau's theta_0 and starts from it in the other template
-SCRIPT = {"SPIN": "train_spin.py", "T-SPIN": "train_tspin.py"}
-ITERS, EPOCHS = 2, 1  # iterations 0 and 1 (T-SPIN's historical term is on from 1), one pass each
-EVAL_EVERY = 2        # every run answers every 2nd eval prompt (800; run se ~1.7 points) and all of val
-
-
-def theta0_of(scenario):
-    """The scenario whose theta_0 this one starts from: template uses plateau's."""
-    return "plateau" if scenario == "template" else scenario
-
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -78,7 +65,7 @@ def parse_args(argv=None):
     args.settings = list(SMOKE_SETTINGS if args.smoke else SETTINGS)
     args.out = Path(args.out or Path(RUNS_DIR) / ("regimes_smoke" if args.smoke else "regimes")).resolve()
     args.data_dir = Path(args.data_dir).resolve()
-    args.eval_data = args.out / f"eval_every{EVAL_EVERY}.jsonl"
+    args.eval_data = args.out / f"eval_every{REGIMES_EVAL_EVERY}.jsonl"
     return args
 
 
@@ -101,7 +88,7 @@ def selfplay_command(args, seed, scenario, setting):
     method, extra = SETTINGS[setting]
     flags = dict(out_dir=args.out / f"s{seed}" / scenario, name=setting, seed=seed, data_dir=args.data_dir,
                  eval_data=args.eval_data, init=theta0_dir(args, seed, scenario) / "ckpt.pt", subset=25,
-                 iters=ITERS, epochs=EPOCHS, template=SCENARIOS[scenario]["template"],
+                 iters=REGIMES_ITERS, epochs=REGIMES_EPOCHS, template=SCENARIOS[scenario]["template"],
                  baseline="baseline_lr" in extra, **extra)
     argv = [ROOT / SCRIPT[method]]
     for k, v in flags.items():
@@ -109,33 +96,16 @@ def selfplay_command(args, seed, scenario, setting):
     return argv + (["--smoke"] if args.smoke else [])
 
 
-def estimate_s(args, method, setting=None, scenario=None):
-    """Seconds of one run alone on 2 idle cores, from plan.py's cost model (2 evaluations of eval + val per
-    iteration and theta_0's, the baseline's too)."""
-    if args.smoke:
-        return COST["smoke_run"]
-    n25, n_eval, n_val = args.sizes
-    if method == "theta0":
-        return sft_cost(THETA0_STEPS[scenario], SFT_DEFAULTS["batch_size"], n_eval)
-    kind, extra = SETTINGS[setting]
-    evals = (ITERS + 1) * (n_eval + n_val) * COST["eval_prompt"]
-    per_iter = n25 * COST["sample"] + EPOCHS * n25 * (COST["pair"] + (COST["triplet"] - COST["pair"]) / 2 * (kind == "T-SPIN"))
-    per_iter += 2 * n25 * COST["ref_logp"] * (kind == "SPIN")
-    baseline = ITERS * (EPOCHS * n25 * COST["sft_example"] * 2 + (n_eval + n_val) * COST["eval_prompt"]) \
-        if "baseline_lr" in extra else 0
-    return COST["start"] + evals + n25 * COST["sample"] * (kind == "T-SPIN") + ITERS * per_iter + baseline
-
-
 def make_plan(args):
     """Every run of the map, theta_0s first (the longest), then scenario by scenario."""
     args.sizes = [len(read_jsonl(args.data_dir / "train_25.jsonl")), len(read_jsonl(args.data_dir / "eval.jsonl"))
-                  // EVAL_EVERY, len(read_jsonl(args.data_dir / "val.jsonl"))]
+                  // REGIMES_EVAL_EVERY, len(read_jsonl(args.data_dir / "val.jsonl"))]
     plan = []
     for scenario in dict.fromkeys(theta0_of(s) for s in args.scenarios):
         for seed in args.seeds:
             d = theta0_dir(args, seed, scenario)
             plan.append(SimpleNamespace(key=f"s{seed}/theta0_{scenario}", run_dir=d, needs=[],
-                                        done=(d / "summary.json").exists(), est=estimate_s(args, "theta0", scenario=scenario),
+                                        done=(d / "summary.json").exists(), est=regimes_estimate_s(args, "theta0", scenario=scenario),
                                         command=partial(theta0_command, args, seed, scenario),
                                         what=f"theta_0 of {scenario}: SFT on {SCENARIOS[scenario]['theta0_subset']}%, "
                                              f"{THETA0_STEPS[scenario]} steps"))
@@ -146,7 +116,7 @@ def make_plan(args):
                 method, extra = SETTINGS[setting]
                 plan.append(SimpleNamespace(
                     key=f"s{seed}/{scenario}/{setting}", run_dir=d, needs=[f"s{seed}/theta0_{theta0_of(scenario)}"],
-                    done=(d / "summary.json").exists(), est=estimate_s(args, method, setting),
+                    done=(d / "summary.json").exists(), est=regimes_estimate_s(args, method, setting),
                     command=partial(selfplay_command, args, seed, scenario, setting),
                     what=f"{method} {', '.join(f'{k} {v}' for k, v in extra.items())}"))
     return plan
@@ -154,7 +124,7 @@ def make_plan(args):
 
 def print_plan(args, plan):
     print(f"regimes: scenarios {args.scenarios}, seeds {args.seeds}, {len(args.settings)} settings, "
-          f"iterations 0..{ITERS - 1} x {EPOCHS} epoch, data {args.data_dir}, out {args.out}")
+          f"iterations 0..{REGIMES_ITERS - 1} x {REGIMES_EPOCHS} epoch, data {args.data_dir}, out {args.out}")
     for r in plan:
         state = "done, skipped" if r.done else f"~{r.est / 60:4.1f} min"
         print(f"  {r.key:<34} {r.what}  [{state}]")
@@ -165,15 +135,13 @@ def print_plan(args, plan):
 
 
 def main(argv=None):
-    from experiments import regimes_report  # late: the report imports matplotlib
-
     args = parse_args(argv)
     plan = make_plan(args)
     print_plan(args, plan)
     if args.plan:
         return
     if not args.eval_data.exists():
-        write_jsonl(args.eval_data, read_jsonl(args.data_dir / "eval.jsonl")[::EVAL_EVERY])
+        write_jsonl(args.eval_data, read_jsonl(args.data_dir / "eval.jsonl")[::REGIMES_EVAL_EVERY])
     execute(plan, args.out, args.jobs, describe=lambda r: r.what)
     regimes_report.write(args.out)
 

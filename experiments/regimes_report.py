@@ -20,13 +20,13 @@ from pathlib import Path
 
 import matplotlib
 
+from model.files import write_json  # noqa: E402
+
 matplotlib.use("Agg")  # files only: works headless
 import matplotlib.pyplot as plt  # noqa: E402
 
-from experiments.plan import SCENARIOS, THETA0_STEPS  # noqa: E402
-from experiments.regimes import SETTINGS, theta0_of  # noqa: E402
+from experiments.plan import SCENARIOS, SETTINGS, THETA0_STEPS, theta0_of  # noqa: E402
 from experiments.report import NOISE, compare, mean_sd, pts  # noqa: E402  (one noise model for both reports)
-from model.train_utils import write_json  # noqa: E402
 
 METHODS = ("continued SFT", "SPIN", "T-SPIN")
 SELFPLAY = ("SPIN", "T-SPIN")

@@ -37,8 +37,11 @@ from experiments.plan import (  # noqa: E402
     read_summary,
     run_dir,
 )
-from model.data import read_jsonl  # noqa: E402
-from model.train_utils import read_metrics, write_json  # noqa: E402
+from model.files import (
+    read_jsonl,
+    write_json,  # noqa: E402
+)
+from model.log import read_metrics  # noqa: E402
 
 COLUMNS = [(f"acc/{f}", f) for f in FAMILIES] + [("accuracy", "average")]
 

@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from model.train_utils import write_json
+from model.files import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,10 +1,6 @@
 """
-Instruction data: reading JSONL, the one chat template, and (prompt, response) -> training tensors.
-
-Accepted records, one JSON object per line:
-  {"prompt": ..., "response": ..., ["task": ..., "answer": ...]}        (our generator's format)
-  {"messages": [{"role": "user", "content": ...}, {"role": "assistant", "content": ...}]}  (TRL, SPIN repo)
-Records without a `task` are scored on loss and pipe metrics only.
+Instruction data as the model sees it: which files a run reads, the one prompt template, and
+(prompt, response) -> token ids -> training tensors and batches. Reading the files: model/files.py.
 
 The template lives in format_prompt() and nowhere else: SFT, evaluation, SPIN and T-SPIN all call it,
 so the model is never trained with one template and asked with another (a wart of the official SPIN code)
@@ -12,89 +8,11 @@ unless a run asks for it by name: --template instruction queries a chat-trained 
 paper queried its theta_0 (the `template` scenario of experiments/regimes.py).
 """
 
-import json
-import os
 from pathlib import Path
 
 import torch
 
-
-class DataError(ValueError):
-    """Malformed input data; the message names the file and the line."""
-
-
-def _normalize(obj, where):
-    if not isinstance(obj, dict):
-        raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-    if "messages" in obj:
-        msgs = obj["messages"]
-        if not isinstance(msgs, list) or not all(isinstance(m, dict) for m in msgs):
-            raise DataError(f"{where}: 'messages' must be a list of {{'role', 'content'}} objects")
-        roles = [m.get("role") for m in msgs]
-        if "user" not in roles or "assistant" not in roles[roles.index("user"):]:
-            raise DataError(f"{where}: 'messages' needs a user turn followed by an assistant turn")
-        u = roles.index("user")
-        a = roles.index("assistant", u)
-        prompt, response = msgs[u].get("content"), msgs[a].get("content")
-        obj = {k: v for k, v in obj.items() if k != "messages"}
-    else:
-        missing = [k for k in ("prompt", "response") if k not in obj]
-        if missing:
-            raise DataError(f"{where}: missing field(s) {missing}; need 'prompt' and 'response', or 'messages'")
-        prompt, response = obj["prompt"], obj["response"]
-    if not isinstance(prompt, str) or not isinstance(response, str) or not prompt:
-        raise DataError(f"{where}: prompt and response must be strings, and the prompt non-empty")
-    return {**obj, "prompt": prompt, "response": response}
-
-
-def atomic_write(path, write):
-    """The one atomic write: `write(f)` fills a temporary file beside `path` (opened in binary mode), then
-    a rename puts it in place, so a reader never sees a half-written file, even after a kill -9."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-    os.replace(tmp, path)
-
-
-def read_json_lines(path, torn_tail_ok=False, numbered=False):
-    """The one JSONL reader: a list of the JSON values of the non-blank lines (with numbered, of
-    (line number, value) pairs). A malformed line raises DataError naming file and line; with
-    torn_tail_ok, an unparsable *last* line (a log cut by a crash in mid-write) is dropped instead."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    out = []
-    nonblank = [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
-    for k, (lineno, line) in enumerate(nonblank):
-        try:
-            out.append((lineno, json.loads(line)) if numbered else json.loads(line))
-        except json.JSONDecodeError as e:
-            if torn_tail_ok and k == len(nonblank) - 1:
-                break
-            raise DataError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
-    return out
-
-
-def read_jsonl(path):
-    """Read instruction records; a malformed line raises DataError naming file and line number."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such file (run `make data` to generate the default data)")
-    records = [_normalize(obj, f"{path}:{n}") for n, obj in read_json_lines(path, numbered=True)]
-    if not records:
-        raise DataError(f"{path}: no records")
-    return records
-
-
-def write_jsonl(path, records):
-    """Write one JSON object per line, atomically."""
-    atomic_write(path, lambda f: f.writelines((json.dumps(r, ensure_ascii=False) + "\n").encode() for r in records))
+from model.files import DataError
 
 
 def data_paths(cfg):
@@ -161,22 +79,22 @@ def encode_records(tok, records, block_size, template="chat"):
 
 
 def collate(prompts, responses, pad_id):
-    """Right-padded inputs x, targets y and loss mask m, each (B, T).
+    """Right-padded inputs x, next-token targets and loss mask m, each (B, T).
 
-    m[b, t] = 1 exactly where y[b, t] is a response token (the EOS included): the model is trained on
-    its answer, never on the prompt or the padding.
+    m[b, t] = 1 exactly where targets[b, t] is a response token (the EOS included): the model is trained
+    on its answer, never on the prompt or the padding. (`targets`, not `y`: y is the real answer.)
     """
     seqs = [p + r for p, r in zip(prompts, responses)]
     T = max(len(s) for s in seqs) - 1
     x = torch.full((len(seqs), T), pad_id, dtype=torch.long)
-    y = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    targets = torch.full((len(seqs), T), pad_id, dtype=torch.long)
     m = torch.zeros(len(seqs), T)
     for b, (s, p) in enumerate(zip(seqs, prompts)):
         n = len(s) - 1
         x[b, :n] = torch.tensor(s[:-1])
-        y[b, :n] = torch.tensor(s[1:])
-        m[b, len(p) - 1 : n] = 1.0  # y[t] = s[t+1]: the first response token is predicted at len(p) - 1
-    return x, y, m
+        targets[b, :n] = torch.tensor(s[1:])
+        m[b, len(p) - 1 : n] = 1.0  # targets[t] = s[t+1]: the first response token is predicted at len(p) - 1
+    return x, targets, m
 
 
 def sorted_batches(lengths, batch_size):

@@ -10,9 +10,9 @@ import torch
 
 from data.tasks import pipes_allowed, score
 from model.data import collate, encode_records, format_prompt, sorted_batches
+from model.device import autocast
 from model.dist import Dist, all_reduce_sum, gather_lists
 from model.sampler import generate
-from model.train_utils import autocast
 
 
 def answer(model, tok, prompts, max_new_tokens, temperature=0.0, top_p=1.0, seed=0, batch_size=256, row_ids=None,
@@ -39,9 +39,9 @@ def reference_loss(model, tok, records, device, batch_size=64, template="chat"):
     prompts, responses = encode_records(tok, records, model.config.block_size, template)
     total, count = torch.zeros((), device=device), torch.zeros((), device=device)
     for idx in sorted_batches([len(p) + len(r) for p, r in zip(prompts, responses)], batch_size):
-        x, y, m = (t.to(device) for t in collate([prompts[j] for j in idx], [responses[j] for j in idx], tok.pad_id))
+        x, targets, m = (t.to(device) for t in collate([prompts[j] for j in idx], [responses[j] for j in idx], tok.pad_id))
         with autocast(device):
-            token_lp = model(x, targets=y, mask=m)  # the head at response positions only
+            token_lp = model(x, targets=targets, mask=m)  # the head at response positions only
         total -= token_lp.sum()
         count += m.sum()
     model.train(was_training)

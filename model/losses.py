@@ -26,7 +26,7 @@ def masked_sum(token_lp, mask, average=False):
 
 def sequence_logprobs(logits, targets, mask, average=False):
     """Per-example log-prob of the masked (response) tokens from full logits, (B,): the plain version,
-    kept as the oracle of model(x, targets=y, mask=m) (which runs the head at response positions only)."""
+    kept as the oracle of model(x, targets=targets, mask=m) (which runs the head at response positions only)."""
     return masked_sum(token_logprobs(logits, targets) * mask, mask, average)
 
 

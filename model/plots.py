@@ -8,7 +8,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: works headless, on CI and over ssh
 import matplotlib.pyplot as plt  # noqa: E402
 
-from model.train_utils import read_metrics  # noqa: E402
+from model.log import read_metrics  # noqa: E402
 
 PANELS = [
     ("loss", ["loss", "eval_loss"]),

@@ -53,7 +53,7 @@ def ensure_data(smoke):
         return out
     if smoke:
         from data.make_data import make_dataset
-        from model.data import read_jsonl
+        from model.files import read_jsonl
         from model.tokenizer import Tokenizer
 
         make_dataset(out, seed=0, n_train=1000, n_eval_per_task=10)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from model import GPT, GPTConfig
-from model.data import collate
+from model.data import collate, sorted_batches
 from model.losses import sequence_logprobs, sft_loss, spin_loss, token_logprobs, tspin_loss
 
 
@@ -34,23 +34,23 @@ def test_sequence_logprob_scores_each_token_with_the_previous_position():
     """Catches the classic bug of scoring token t with the logits of position t (no shift)."""
     model = BigramTable()
     prompt, response = [1, 2], [3, 0, 5]  # sequence 1 2 | 3 0 5
-    x, y, m = collate([prompt], [response], pad_id=4)
-    got = sequence_logprobs(model(x), y, m)
+    x, targets, m = collate([prompt], [response], pad_id=4)
+    got = sequence_logprobs(model(x), targets, m)
     T = model.table
     by_hand = T[2, 3] + T[3, 0] + T[0, 5]  # p(3|2) p(0|3) p(5|0): the prompt is never scored
     torch.testing.assert_close(got, by_hand.reshape(1))
     unshifted = T[1, 3] + T[2, 0] + T[3, 5]  # what the buggy version computes
     assert abs(float(got) - float(unshifted)) > 1e-3
-    torch.testing.assert_close(sequence_logprobs(model(x), y, m, average=True), by_hand.reshape(1) / 3)
+    torch.testing.assert_close(sequence_logprobs(model(x), targets, m, average=True), by_hand.reshape(1) / 3)
 
 
 def test_collate_mask_covers_exactly_the_response_and_eos():
-    x, y, m = collate([[10, 11, 12], [10, 13]], [[20, 21, 99], [22, 99]], pad_id=0)
+    x, targets, m = collate([[10, 11, 12], [10, 13]], [[20, 21, 99], [22, 99]], pad_id=0)
     assert x.tolist() == [[10, 11, 12, 20, 21], [10, 13, 22, 0, 0]]
-    assert y.tolist() == [[11, 12, 20, 21, 99], [13, 22, 99, 0, 0]]
+    assert targets.tolist() == [[11, 12, 20, 21, 99], [13, 22, 99, 0, 0]]
     assert m.tolist() == [[0, 0, 1, 1, 1], [0, 1, 1, 0, 0]]
     # the masked targets are exactly the response tokens, EOS (99) included, and never padding
-    assert [int(t) for t, keep in zip(y.flatten(), m.flatten()) if keep] == [20, 21, 99, 22, 99]
+    assert [int(t) for t, keep in zip(targets.flatten(), m.flatten()) if keep] == [20, 21, 99, 22, 99]
 
 
 def test_sft_loss_is_the_mean_nll_of_response_tokens():
@@ -130,8 +130,8 @@ def _tiny_setup():
 
 
 def _lp(model, prompts, responses):
-    x, y, m = collate(prompts, responses, pad_id=0)
-    return sequence_logprobs(model(x), y, m)
+    x, targets, m = collate(prompts, responses, pad_id=0)
+    return sequence_logprobs(model(x), targets, m)
 
 
 def test_one_spin_step_raises_real_and_lowers_generated():
@@ -163,7 +163,6 @@ def test_one_tspin_step_raises_real_and_lowers_proto():
 
 def test_reference_logprobs_come_back_in_input_order():
     """SPIN's reference pass batches by length; each answer must still get its own log-prob, in order."""
-    from model.data import sorted_batches
     from model.selfplay import dataset_logprobs
 
     lengths = [5, 1, 3, 1, 4]

@@ -13,23 +13,27 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, run_python
 
-from model import train_utils as tu
-from model.data import fit_to_context, read_json_lines
-from model.selfplay import SELFPLAY_DEFAULTS
+from model import checkpoint, cli, rundir
+from model import log as runlog
+from model.data import fit_to_context
+from model.files import read_json_lines
+from model.selfplay_run import SELFPLAY_DEFAULTS
 from model.tokenizer import Tokenizer
 
 # the flags of all three scripts together, for checking the rules without starting a script
-DEFAULTS = dict(SELFPLAY_DEFAULTS, name="x", lam="0.1", b="0.0,0.1", a=1.0, dropout=0.0, preset="haiku",
+DEFAULTS = dict(SELFPLAY_DEFAULTS, name="x", lam="0.1", b="0.0,0.1", a=1.0, iters=3, epochs=2, batch_size=64,
+                lr=1e-5, temperature=1.0, dropout=0.0, preset="haiku",
                 max_steps=10, eval_interval=5, eval_subset=4, warmup_steps=5, min_lr=0.0, weight_decay=0.1, stop_at=-1)
 
 
 def configure(*argv):
-    return tu.configure(DEFAULTS, "spin", ROOT / "train_spin.py", smoke=lambda c: {}, argv=[str(a) for a in argv])
+    return cli.configure(DEFAULTS, "spin", ROOT / "train_spin.py", smoke=lambda c: {}, argv=[str(a) for a in argv])
 
 
 @pytest.fixture
@@ -37,9 +41,10 @@ def inproc(monkeypatch, tmp_path):
     """configure() and claim_run() in this process, in an empty working directory, leaving pytest's signal
     handlers, excepthook and the module's lock state as they were."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(tu, "_install_signal_handlers", lambda: None)
+    monkeypatch.setattr(cli, "_install_signal_handlers", lambda: None)
     monkeypatch.setattr(sys, "excepthook", sys.excepthook)
-    monkeypatch.setattr(tu, "_STOP", tu.SimpleNamespace(signal=None, started=False, lock=None, resume_cmd=None))
+    for key in ("signal", "started", "lock", "resume_cmd"):
+        monkeypatch.setattr(rundir.STOP, key, False if key == "started" else None)
     return tmp_path
 
 
@@ -52,22 +57,14 @@ def refused(capsys, *argv):
     return err
 
 
-def env():
-    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
 def run_script(script, *args, cwd, check=True):
-    """python <script> args... in cwd, as a user runs it (conftest's run_script, on one thread)."""
-    proc = subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=cwd, env=env(),
-                          capture_output=True, text=True, timeout=600)
-    assert not check or proc.returncode == 0, f"{script} failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
-    return proc
+    """python <script> args... in cwd, as a user runs it, on one thread."""
+    return run_python(ROOT / script, *args, cwd=cwd, check=check, threads=1)
 
 
 def launch(script, *args, cwd):
     """The same in the background."""
-    return subprocess.Popen([sys.executable, str(ROOT / script), *map(str, args)], cwd=cwd, env=env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return run_python(ROOT / script, *args, cwd=cwd, threads=1, background=True)
 
 
 def wait_for(condition, proc, timeout=300):
@@ -95,7 +92,7 @@ def tiny_files(small_data, tmp_path, n_train=48, n_eval=4):
 
 
 def weights(path):
-    return tu.load_checkpoint(path)["model"]
+    return checkpoint.load_checkpoint(path)["model"]
 
 
 def same_weights(a, b):
@@ -136,7 +133,7 @@ def test_good_flags_pass_and_device_cpu_never_asks_cuda(inproc, monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", no)
     cfg, ckpt = configure("--lam", "0.1,0.1,5.0", "--b", "0.0,0.1", "--device", "cpu", "--top_p", 1, "--temperature", 0)
     assert ckpt is None and cfg.lam == "0.1,0.1,5.0" and cfg.device == "cpu"
-    tu.rng_state()  # what every checkpoint saves: no CUDA question on a CPU run either
+    checkpoint.rng_state()  # what every checkpoint saves: no CUDA question on a CPU run either
 
 
 def test_cuda_asked_on_a_machine_without_it_is_one_line(inproc, monkeypatch, capsys):
@@ -162,9 +159,9 @@ def test_a_checkpoint_of_another_project_or_text_is_refused(tmp_path):
     (tmp_path / "notes.pt").write_text("not a checkpoint\n")
     torch.save({"weight": torch.zeros(2)}, tmp_path / "foreign.pt")
     with pytest.raises(RuntimeError, match="not a readable checkpoint"):
-        tu.load_checkpoint(tmp_path / "notes.pt")
+        checkpoint.load_checkpoint(tmp_path / "notes.pt")
     with pytest.raises(RuntimeError, match="not a checkpoint of this project"):
-        tu.load_checkpoint(tmp_path / "foreign.pt")
+        checkpoint.load_checkpoint(tmp_path / "foreign.pt")
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -180,11 +177,11 @@ def test_an_existing_run_is_refused_and_overwrite_moves_it_aside(inproc, capsys)
     assert (run / "metrics.jsonl").read_text() == '{"step": 1}\n'
 
     cfg, _ = configure("--overwrite")
-    assert tu.claim_run(cfg) == tu.Path("runs/x")
+    assert cli.claim_run(cfg) == Path("runs/x")
     aside = [p for p in (inproc / "runs").iterdir() if p.name.startswith("x.old-")]
     assert len(aside) == 1 and (aside[0] / "metrics.jsonl").read_text() == '{"step": 1}\n'  # moved, not deleted
     assert (run / ".lock").read_text().split()[0] == str(os.getpid())
-    tu._release_lock()
+    rundir.release_lock(rundir.STOP.lock)
     assert not (run / ".lock").exists()
 
 
@@ -208,9 +205,9 @@ def test_a_live_lock_refuses_and_a_stale_one_is_taken_over(inproc, capsys):
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     (run / ".lock").write_text(gone.stdout)  # its process has ended
     cfg, _ = configure()
-    tu.claim_run(cfg)
+    cli.claim_run(cfg)
     assert (run / ".lock").read_text().split()[0] == str(os.getpid())
-    tu._release_lock()
+    rundir.release_lock(rundir.STOP.lock)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -230,16 +227,14 @@ def test_sigint_saves_prints_the_resume_command_and_a_second_process_is_refused(
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in out + err, err[-2000:]
-    step = tu.load_checkpoint(run / "ckpt.pt")["step"]
+    step = checkpoint.load_checkpoint(run / "ckpt.pt")["step"]
     assert step > 0 and f"checkpoint saved at step {step}" in out and not (run / ".lock").exists()
     # the printed command is the one that continues (here for 3 more steps)
     command = out.split("Continue with: ")[-1].splitlines()[0].split()
     assert command == [sys.executable, str(ROOT / "train_sft.py"), "--name", "sig", "--resume"]
-    resumed = subprocess.run([*command, "--max_steps", str(step + 3)], cwd=tmp_path, env=env(),
-                             capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    resumed = run_python(*command[1:], "--max_steps", step + 3, cwd=tmp_path, threads=1)
     assert f"resuming runs/sig at step {step}" in resumed.stdout and "max_steps 100000 -> " in resumed.stdout
-    assert tu.load_checkpoint(run / "ckpt.pt")["step"] == step + 3
+    assert checkpoint.load_checkpoint(run / "ckpt.pt")["step"] == step + 3
 
 
 def test_kill_9_then_resume_ends_with_the_weights_of_an_uninterrupted_run(small_data, tmp_path):
@@ -253,7 +248,7 @@ def test_kill_9_then_resume_ends_with_the_weights_of_an_uninterrupted_run(small_
     wait_for(lambda: (run / "ckpt.pt").exists(), proc)
     proc.kill()
     proc.wait()
-    killed_at = tu.load_checkpoint(run / "ckpt.pt")["step"]
+    killed_at = checkpoint.load_checkpoint(run / "ckpt.pt")["step"]
     assert 4 <= killed_at < 60 and (run / ".lock").exists()  # left behind by kill -9: taken over below
     out = run_script("train_sft.py", "--name", "k9", "--resume", cwd=tmp_path).stdout
     assert f"at step {killed_at}" in out
@@ -280,7 +275,7 @@ def test_sigint_inside_a_selfplay_iteration_resumes_to_the_uninterrupted_run(sft
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 130 and "Continue with:" in out and "Traceback" not in err, err[-2000:]
-    ckpt = tu.load_checkpoint(run / "ckpt.pt")
+    ckpt = checkpoint.load_checkpoint(run / "ckpt.pt")
     assert ckpt["iter"] == 0 and "k" in ckpt  # inside iteration 0
     run_script("train_spin.py", "--name", "cut", "--resume", cwd=tmp_path)
 
@@ -311,11 +306,11 @@ def test_nan_halt_saves_the_last_good_state_and_resumes_with_a_new_lr(small_data
     assert "non-finite loss at step 3 (nan_policy=halt)" in err and "--resume --lr 0.0015" in err
     assert "skipped 1 of 49 examples whose prompt does not fit the context" in proc.stdout
     run = tmp_path / "runs" / "h"
-    assert tu.load_checkpoint(run / "ckpt.pt")["step"] == 3  # the poisoned step 3 was not applied
+    assert checkpoint.load_checkpoint(run / "ckpt.pt")["step"] == 3  # the poisoned step 3 was not applied
     out = run_script("train_sft.py", "--name", "h", "--resume", "--lr", 1e-3, "--inject_nan_step", -1,
                      cwd=tmp_path).stdout
     assert "lr 0.003 -> 0.001" in out and "inject_nan_step 3 -> -1" in out
-    ckpt = tu.load_checkpoint(run / "ckpt.pt")
+    ckpt = checkpoint.load_checkpoint(run / "ckpt.pt")
     assert ckpt["step"] == 8 and ckpt["config"]["lr"] == 1e-3
     assert [r["step"] for r in read_json_lines(run / "metrics.jsonl") if "nan_event" in r] == [3]
 
@@ -343,17 +338,17 @@ def test_no_example_that_fits_is_an_error_before_training(small_data, tmp_path):
 
 
 def test_a_torn_metrics_line_is_dropped_and_resume_keeps_the_lines_before_the_checkpoint(tmp_path):
-    log = tu.RunLog(tmp_path)
+    log = runlog.RunLog(tmp_path)
     for step in (1, 2, 3):
         log.log(step=step, loss=1.0)
     assert log.lines == 3
     with open(tmp_path / "metrics.jsonl", "a") as f:
         f.write('{"step": 4, "lo')  # a crash in mid-write
-    assert [r["step"] for r in tu.read_metrics(tmp_path)] == [1, 2, 3]
+    assert [r["step"] for r in runlog.read_metrics(tmp_path)] == [1, 2, 3]
     # a checkpoint written after 2 lines: the resumed run's log goes on from there
-    resumed = tu.RunLog(tmp_path, resume={"log_lines": 2, "step": 2})
+    resumed = runlog.RunLog(tmp_path, resume={"log_lines": 2, "step": 2})
     resumed.log(step=3, loss=0.5)
-    assert [(r["step"], r["loss"]) for r in tu.read_metrics(tmp_path)] == [(1, 1.0), (2, 1.0), (3, 0.5)]
+    assert [(r["step"], r["loss"]) for r in runlog.read_metrics(tmp_path)] == [(1, 1.0), (2, 1.0), (3, 0.5)]
 
 
 def test_make_smoke_never_touches_the_real_runs_and_reruns_move_the_old_run_aside():

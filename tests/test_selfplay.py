@@ -6,7 +6,8 @@ import subprocess
 import pytest
 from conftest import ROOT, run_script
 
-from model.data import format_prompt, read_json_lines
+from model.data import format_prompt, format_response
+from model.files import read_json_lines, read_jsonl, write_jsonl
 from model.tokenizer import Tokenizer
 
 
@@ -17,14 +18,14 @@ def read_lines(path):
 @pytest.fixture(scope="module")
 def spin_run(sft_run, small_data, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("spin")
-    run_script("train_spin.py", "--smoke", "--init", sft_run / "ckpt.pt", "--data_dir", small_data, cwd=cwd)
+    run_script("train_spin.py", "--smoke", "--init", sft_run / "ckpt.pt", "--data_dir", small_data, "--debug", cwd=cwd)
     return cwd / "runs" / "spin_smoke"  # --smoke without --name: the default name gets _smoke
 
 
 @pytest.fixture(scope="module")
 def tspin_run(sft_run, small_data, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("tspin")
-    run_script("train_tspin.py", "--smoke", "--name", "tspin", "--init", sft_run / "ckpt.pt", "--data_dir", small_data,
+    run_script("train_tspin.py", "--smoke", "--name", "tspin", "--init", sft_run / "ckpt.pt", "--data_dir", small_data, "--debug",
                cwd=cwd)
     return cwd / "runs" / "tspin"
 
@@ -122,8 +123,6 @@ def test_baseline_runs_the_same_steps_and_examples_as_self_play(tspin_run):
 
 def test_identical_pairs_are_counted_from_the_token_ids(tspin_run, small_data):
     """identical_share is the share of y_gen equal to y token for token (EOS included)."""
-    from model.data import format_response
-
     tok = Tokenizer.load(small_data / "tokenizer")
     for it in (0, 1):
         lines = read_lines(tspin_run / f"iter{it}" / "synthetic.jsonl")
@@ -177,9 +176,8 @@ def test_drop_identical_leaves_out_exactly_the_identical_pairs(sft_run, small_da
     gradient) and keeps every triplet in iteration 1 (b > 0: the historical term still has a gradient)."""
     import torch
 
-    from model.data import format_response, read_jsonl, write_jsonl
+    from model.checkpoint import load_checkpoint, model_from_checkpoint
     from model.evaluate import answer
-    from model.train_utils import load_checkpoint, model_from_checkpoint
 
     tok = Tokenizer.load(small_data / "tokenizer")
     ckpt = load_checkpoint(sft_run / "ckpt.pt")

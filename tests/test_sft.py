@@ -7,16 +7,17 @@ import torch
 from conftest import run_script
 
 from model import GPT, GPTConfig
+from model.checkpoint import load_checkpoint, model_from_checkpoint
 from model.data import collate
 from model.losses import sft_loss
 from model.tokenizer import Tokenizer
-from model.train_utils import load_checkpoint, model_from_checkpoint
 
 
 def read_lines(path):
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+@pytest.mark.slow  # 300 training steps in process
 def test_tiny_model_overfits_eight_examples():
     """8 fixed answers of 6 tokens: a model that memorises them drives the response loss to ~0. The bound
     0.05 nats/token is far below the 4.1 nats of a uniform guess over 64 tokens and below the ~1.4 nats a
@@ -26,10 +27,10 @@ def test_tiny_model_overfits_eight_examples():
     g = torch.Generator().manual_seed(0)
     prompts = [torch.randint(0, 60, (4,), generator=g).tolist() for _ in range(8)]
     responses = [torch.randint(0, 60, (5,), generator=g).tolist() + [63] for _ in range(8)]
-    x, y, m = collate(prompts, responses, pad_id=62)
+    x, targets, m = collate(prompts, responses, pad_id=62)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     for _ in range(300):
-        loss = sft_loss(model(x), y, m)
+        loss = sft_loss(model(x), targets, m)
         opt.zero_grad()
         loss.backward()
         opt.step()

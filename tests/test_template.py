@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from model.data import DataError, encode_records, format_prompt, format_response, read_jsonl
+from model.data import encode_records, format_prompt, format_response
+from model.files import DataError, read_jsonl
 from model.tokenizer import Tokenizer
 
 
