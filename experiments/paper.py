@@ -40,7 +40,7 @@ from experiments.plan import (
     run_dir,
     write_eval,
 )
-from experiments.runner import execute
+from experiments.runner import add_launcher_args, execute, print_launch
 from model.rundir import RUNS_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,11 +57,11 @@ def parse_args(argv=None):
     ap.add_argument("--theta0_steps", type=int, default=0, help="SFT steps of theta_0 (default: the scenario's)")
     ap.add_argument("--eval_every", type=int, default=EVAL_EVERY, help="evaluate on every n-th eval prompt (1: all)")
     ap.add_argument("--jobs", type=int, default=2, help="runs side by side, each with cores/jobs threads")
-    ap.add_argument("--data_dir", default="data/generated")
+    ap.add_argument("--data_dir", default="data/generated", help="made by `make data`")
     ap.add_argument("--out", default="", help=f"default {RUNS_DIR}/paper, {RUNS_DIR}/paper_smoke with --smoke")
     ap.add_argument("--smoke", action="store_true", help="every script with --smoke, 1 seed (seconds per run)")
     ap.add_argument("--plan", action="store_true", help="print the runs and the time estimate, run nothing")
-    args = ap.parse_args(argv)
+    args = add_launcher_args(ap).parse_args(argv)
     args.seeds = [int(s) for s in (args.seeds or ("0" if args.smoke else "0,1,2")).split(",")]
     args.theta0_steps = args.theta0_steps or THETA0_STEPS[args.scenario]
     # smoke runs get their own folder: a finished smoke run must never be taken for a full one
@@ -85,10 +85,10 @@ def main(argv=None):
     plan = make_plan(args)
     print_plan(args, plan)
     if args.plan:
-        return
+        return print_launch(schedule(args, plan), args)
     write_eval(args)
-    execute(schedule(args, plan), args.out, args.jobs, describe=lambda r: describe(args, r.method))
-    report.write(args.out, args.seeds)
+    if execute(schedule(args, plan), args.out, args.jobs, describe=lambda r: describe(args, r.method), launcher=args):
+        report.write(args.out, args.seeds)
 
 
 if __name__ == "__main__":
