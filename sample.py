@@ -38,12 +38,13 @@ parser.add_argument("checkpoints", nargs="+", metavar="RUN_OR_CKPT",
 parser.add_argument("--prompt", metavar="TEXT", action="append", default=[], help="a prompt to answer (repeat the flag for more)")
 parser.add_argument("--prompt_file", metavar="FILE", default="", help="prompts, one per line, or JSONL records with a 'prompt' field")
 parser.add_argument("--eval", type=int, default=0, metavar="N",
-                    help="answer N prompts spread over the eval split (greedy, as the evaluation) and score them")
+                    help="answer N prompts spread over the eval split and score them: greedy, and with --temperature "
+                         "T > 0 also --num_samples answers each at T (pass@1 and pass@k, as the evaluation samples)")
 parser.add_argument("--eval_data", metavar="FILE", default="",
                     help="the eval split for --eval (default: the one the first checkpoint was trained with)")
 parser.add_argument("--chat", action="store_true", help="interactive chat, answers streamed; /temp x, /reset, /quit")
 parser.add_argument("--temperature", metavar="T", type=float, default=None,
-                    help="sampling temperature, 0 is greedy (default 0.6; --eval is always greedy)")
+                    help="sampling temperature, 0 is greedy (default 0.6; --eval: greedy, plus sampled at T if given)")
 parser.add_argument("--top_k", metavar="K", type=int, default=50, help="sample among the k most likely tokens only (0: all)")
 parser.add_argument("--top_p", metavar="P", type=float, default=1.0, help="nucleus: the fewest tokens holding this much probability (1: off)")
 parser.add_argument("--max_new_tokens", metavar="N", type=int, default=0,
@@ -63,8 +64,10 @@ if len(asked) != 1:
     die("give one of --prompt/--prompt_file, --eval N or --chat" + (f" (got {' and '.join(asked)})" if asked else ""))
 if args.eval < 0 or args.num_samples < 1 or args.top_k < 0 or args.max_new_tokens < 0:
     die("--eval, --top_k and --max_new_tokens cannot be negative, and --num_samples is at least 1")
-if args.eval and (args.temperature not in (None, 0.0) or args.num_samples > 1):
-    die("--eval answers each prompt once, greedily, as the evaluation does: drop --temperature and --num_samples")
+if args.eval and args.num_samples > 1 and args.temperature in (None, 0.0):
+    die("--eval --num_samples K samples at a temperature: give --temperature T > 0 too (greedy needs one answer)")
+if args.eval and (args.top_k != 50 or args.top_p != 1.0):
+    die("--eval samples as the evaluation does (no top-k, no top-p): drop --top_k and --top_p")
 if args.chat and (len(args.checkpoints) > 1 or args.out):
     die("--chat talks to one checkpoint and writes no table (use --prompt with several checkpoints and --out)")
 temperature = 0.6 if args.temperature is None else args.temperature
@@ -237,9 +240,12 @@ metrics = {}  # label -> the evaluation's metrics (--eval)
 for label, (ckpt, model, tok) in zip(labels, loaded):
     if records is not None:
         # the evaluation itself, on these prompts: the same answers, verdicts and accuracy as a run's eval
-        metrics[label], samples = evaluate(model, tok, records, device, max_new(ckpt), template=template(ckpt))
-        answers[label] = [[{"text": s["response"], "ended": s["ended"], "right": s["right"],
-                            "pipe": has_pipe_leak(r, s["response"])}] for r, s in zip(records, samples)]
+        sampled = dict(samples=args.num_samples, temperatures=[args.temperature], seed=args.seed) \
+            if args.temperature not in (None, 0.0) else {}
+        metrics[label], samples = evaluate(model, tok, records, device, max_new(ckpt), template=template(ckpt), **sampled)
+        answers[label] = [[{"text": a["response"], "ended": a["ended"], "right": a["right"],
+                            "pipe": has_pipe_leak(r, a["response"])}
+                           for a in [s, *next(iter(s.get("sampled", {}).values()), [])]] for r, s in zip(records, samples)]
         continue
     # the sampler directly, not model.evaluate.answer(): answer() takes no top_k, and chat_cli's top-k 50 is ours
     ids = [format_prompt(tok, p, template(ckpt)) for p in prompts]
@@ -256,7 +262,7 @@ for label, (ckpt, model, tok) in zip(labels, loaded):
 # -----------------------------------------------------------------------------------------------------
 # print: one block per prompt, every checkpoint's answer under it
 names = labels + (["reference"] if records is not None else [])
-width = max(len(name) for name in names) + (3 if args.num_samples > 1 else 0)  # room for " #k"
+width = max(len(name) for name in names) + (12 if args.num_samples > 1 else 0)  # room for " T=0.6 #k"
 mark = {True: "ok", False: "WRONG", None: "-"}
 
 
@@ -270,13 +276,20 @@ def show(name, text, verdict=""):
     print(head + visible(text).replace("\n", "\n" + " " * len(head)))
 
 
+def answer_name(label, k, n):
+    """'sft', 'sft #2'; under --eval with sampling, answer 0 is the greedy one: 'sft greedy', 'sft T=0.6 #1'."""
+    if records is not None and n > 1:
+        return f"{label} greedy" if k == 0 else f"{label} T={args.temperature:g} #{k}"
+    return label + (f" #{k + 1}" if n > 1 else "")
+
+
 for i, prompt in enumerate(prompts):
     print(f"\n[{i + 1}] {prompt}")
     if records is not None:
         show("reference", records[i]["response"], " " * 6)
     for label in labels:
         for k, a in enumerate(answers[label][i]):
-            name = label + (f" #{k + 1}" if args.num_samples > 1 else "")
+            name = answer_name(label, k, len(answers[label][i]))
             show(name, a["text"] + flags(a), f"{mark[a['right']]:<6}" if records is not None else "")
 if records is not None:
     print(f"\naccuracy on these {len(records)} prompts (the evaluation's checkers):")
@@ -284,7 +297,10 @@ if records is not None:
         m, right = metrics[label], sum(a[0]["right"] is True for a in answers[label])
         acc = f"{m['accuracy']:.3f} ± {m['accuracy_se']:.3f} ({right}/{len(records)} right)" \
             if "accuracy" in m else "no checkable records"
-        show(label, f"{acc}, pipe rate {m['pipe_rate']:.3f}")
+        key = f"t{args.temperature:g}" if args.temperature else None
+        at_t = f"; at T={args.temperature:g}: pass@1 {m[key + '/accuracy']:.3f}, pass@{args.num_samples} " \
+               f"{m[f'{key}/pass@{args.num_samples}']:.3f}" if key and f"{key}/accuracy" in m else ""
+        show(label, f"{acc}, pipe rate {m['pipe_rate']:.3f} (greedy){at_t}")
 
 # -----------------------------------------------------------------------------------------------------
 # --out: one markdown table, ready to paste into a blog post
@@ -295,8 +311,9 @@ if args.out:
     header = ["prompt"] + (["reference"] if records is not None else []) + labels
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for i, prompt in enumerate(prompts):
-        for k in range(args.num_samples):
-            row = [cell(prompt) + (f" (#{k + 1})" if args.num_samples > 1 else "")]
+        for k in range(len(answers[labels[0]][i])):
+            row = [cell(prompt) + (f" ({answer_name('', k, len(answers[labels[0]][i])).strip()})"
+                                   if len(answers[labels[0]][i]) > 1 else "")]
             if records is not None:
                 row.append(cell(records[i]["response"]))
             for label in labels:
@@ -307,7 +324,8 @@ if args.out:
     if records is not None:
         lines.append("| **accuracy** | | " + " | ".join(
             f"**{metrics[label]['accuracy']:.3f}**" if "accuracy" in metrics[label] else "–" for label in labels) + " |")
-    setting = "greedy, as the evaluation" if records is not None else \
+    setting = ("greedy, as the evaluation" + (f", and {args.num_samples} samples at T={args.temperature:g}"
+                                              if args.temperature else "")) if records is not None else \
         f"temperature {temperature}, top_k {args.top_k}, top_p {args.top_p}, seed {args.seed}"
     command = shlex.join(["python", *sys.argv])
     out = Path(args.out)

@@ -34,12 +34,13 @@ from model.checkpoint import (
 from model.cli import RUN_DEFAULTS, claim_run, configure, die, halt, print_config, resume_command, stop
 from model.data import batches, collate, data_paths, fit_to_context
 from model.device import autocast, pick_device
-from model.evaluate import evaluate, show_samples, summary_line
+from model.evaluate import evaluate, outcome_lines, show_samples, summary_line, temperatures
 from model.files import DataError, read_json_lines, read_jsonl, write_json, write_jsonl
 from model.gpt import GPT, GPTConfig
 from model.log import RunLog
 from model.losses import sft_loss_from_logps
 from model.plots import plot_run
+from model.results import outcomes_path
 from model.rundir import RUNS_DIR, CheckpointClock, run_path, stop_requested
 from model.step import NanGuard, NanHalt, lr_warmup_cosine, optimizer_step
 from model.tokenizer import Tokenizer
@@ -69,6 +70,9 @@ defaults = dict(
     eval_interval=800,           # optimizer steps between evaluations (each also saves a checkpoint)
     eval_subset=400,             # intermediate evals use this many prompts; the final one uses all
     max_new_tokens=96,           # longest evaluation answer, in tokens
+    eval_samples=4,              # the final evaluation also samples K answers per prompt at each eval temperature (0 = off)
+    eval_temperatures="0.6,1.0",  # temperatures of that sampled evaluation
+    eval_sample_every=4,         # sample every N-th eval prompt (1 = all)
     nan_policy="skip",           # skip: drop a non-finite step and go on; halt: stop at the first
     max_consecutive_nans=10,     # stop after this many non-finite steps in a row, whatever the policy
     inject_nan_step=-1,          # poison the loss at this step (teaching, tests); -1 = never
@@ -169,7 +173,12 @@ def checkpoint(step):
 
 def run_eval(step, final=False):
     records = eval_records if final else eval_records[::max(1, len(eval_records) // cfg.eval_subset)]
-    metrics, samples = evaluate(raw_model, tok, records, device, cfg.max_new_tokens, dist=dist, template=cfg.template)
+    sampling = dict(samples=cfg.eval_samples, temperatures=temperatures(cfg.eval_temperatures),
+                    sample_every=cfg.eval_sample_every, seed=cfg.seed) if final else {}
+    metrics, samples = evaluate(raw_model, tok, records, device, cfg.max_new_tokens, dist=dist, template=cfg.template,
+                                **sampling)
+    if final and dist.main:  # what each prompt got, for the reports' prompt-by-prompt comparisons
+        write_jsonl(outcomes_path(run_dir, "final"), outcome_lines(records, samples))
     if dist.main:
         log.log(step=step, **metrics, final=final)
         print(f"\nstep {step} eval ({len(records)} prompts): {summary_line(metrics)}", flush=True)

@@ -36,6 +36,9 @@ PANELS = [
 # the final metrics of the table, from the run's last evaluation
 FINAL = [("accuracy", "accuracy"), ("± se", "accuracy_se"), ("pipe rate", "pipe_rate"), ("eval loss", "eval_loss"),
          ("eos rate", "eos_rate"), ("mean length", "mean_len")]
+# sampled numbers, as rows only where some run logged them (runs evaluated with --eval_samples)
+SAMPLED = [("accuracy @ T=0.6 (pass@1)", "t0.6/accuracy"), ("pass@4 @ T=0.6", "t0.6/pass@4"),
+           ("sharpness (val, T=1)", "val_t1/sharpness")]
 # settings that differ by nature, not by choice: they would fill the table with noise
 NOT_SETTINGS = {"name", "resume", "stop_at"}
 
@@ -107,6 +110,7 @@ def table(runs):
             ("wall time (s)", [r["summary"].get("wall_time_s") for r in runs])]
     last = [next((row for row in reversed(r["rows"]) if "accuracy" in row or "eval_loss" in row), {}) for r in runs]
     rows += [(name, [e.get(key) for e in last]) for name, key in FINAL]
+    rows += [(name, [e.get(key) for e in last]) for name, key in SAMPLED if any(key in e for e in last)]
     keys = sorted({k for r in runs for k in r["config"]} - NOT_SETTINGS)
     differ = [k for k in keys if len({repr(r["config"].get(k)) for r in runs}) > 1]
     rows += [(f"`{k}`", [r["config"].get(k) for r in runs]) for k in differ]

@@ -105,9 +105,11 @@ LABEL = {"theta0": "SFT theta_0", "sft100": "SFT 100%, 2 epochs", "sft25eq": "SF
 # For the ETA only: seconds of one run alone on 2 otherwise idle CPU cores, measured on this sandbox's
 # machine with the haiku model: an SFT step of 32 length-bucketed examples ~0.06 s (whatever the subset: the
 # 25% subset is a prefix of the shuffled train split, so its examples are as long); a self-play step of 64
-# length-bucketed pairs ~0.22 s, of 64 triplets ~0.40 s; sampling, reference log-probs and eval per sequence.
+# length-bucketed pairs ~0.22 s, of 64 triplets ~0.40 s; sampling, reference log-probs and eval per sequence;
+# eval_sample: one of K sampled evaluation answers (one prefill per prompt; 400 plateau prompts x 4 in 3.0 s
+# on a loaded machine, /tmp-style timing of model.sampler.generate_k).
 COST = dict(sft_example=0.06 / 32, pair=0.22 / 64, triplet=0.40 / 64, sample=0.0014, ref_logp=0.0007,
-            eval_prompt=0.0021, start=5.0, smoke_run=12.0)
+            eval_prompt=0.0021, eval_sample=0.0012, start=5.0, smoke_run=12.0)
 # Two runs side by side, one thread each, do 1.23x the work of one run on both cores (measured with two
 # T-SPIN iterations: 93 s together vs 57 s each alone): a model this small does not keep 2 threads busy.
 PARALLEL_GAIN = {1: 1.0, 2: 1.23}
@@ -269,26 +271,38 @@ def print_plan(args, plan):
 # the regime map's design (experiments/regimes.py runs it, experiments/regimes_report.py reads it): every
 # scenario above x {continued SFT, SPIN, T-SPIN} x a small grid, over several seeds
 
-# The grid, cut to fit 2 hours on 2 cores (cut the grid, never the seeds). Self-play: lr 1e-5 (the value
-# chosen on val for make paper, where the model barely moves: 0.3% from theta_0) and 1e-4 (where it moves
-# 2%, and SPIN lost 12 points on val); the remedies only at 1e-4, where there is damage to remedy.
-# nll 1.0: RPO's and TRL's rpo_alpha default. Continued SFT (AdamW): 1e-4, 3e-4, 1e-3 around the 3e-4
-# chosen on val for --baseline_lr, each the baseline of one self-play run (it costs no extra run).
+# The settings of the map (method, flags). The second map (issue 26) runs, per scenario, the setting val chose
+# there in the first map (2 seeds, greedy, every 2nd eval prompt; its grid: SPIN and T-SPIN at lr 1e-5 and
+# 1e-4, remedies nll 1.0 and drop_identical at 1e-4, continued SFT at 1e-4, 3e-4, 1e-3): the union of those
+# choices over all scenarios is 5 settings, which at 4 + 4 + 3 + 3 seeds and K = 4 samples at two
+# temperatures on all 2100 eval + val prompts does not fit 2 hours on 2 cores; so settings were cut (never
+# seeds): each scenario runs its own SPIN choice and its own T-SPIN choice, the latter carrying the
+# equal-compute continued-SFT baseline at the lr val chose for it there.
 SETTINGS = {
-    "spin_lr1e-5": ("SPIN", dict(lr=1e-5, baseline_lr=1e-3)),
+    "spin_lr1e-5": ("SPIN", dict(lr=1e-5)),
     "spin_lr1e-4": ("SPIN", dict(lr=1e-4)),
     "spin_lr1e-4_nll": ("SPIN", dict(lr=1e-4, nll=1.0)),
     "spin_lr1e-4_drop": ("SPIN", dict(lr=1e-4, drop_identical=True)),
-    "tspin_lr1e-5": ("T-SPIN", dict(lr=1e-5, baseline_lr=3e-4)),
-    "tspin_lr1e-4": ("T-SPIN", dict(lr=1e-4, baseline_lr=1e-4)),
+    "tspin_lr1e-5": ("T-SPIN", dict(lr=1e-5)),
+    "tspin_lr1e-4": ("T-SPIN", dict(lr=1e-4)),
     "tspin_lr1e-4_nll": ("T-SPIN", dict(lr=1e-4, nll=1.0)),
     "tspin_lr1e-4_drop": ("T-SPIN", dict(lr=1e-4, drop_identical=True)),
 }
-SMOKE_SETTINGS = ("spin_lr1e-4_nll", "tspin_lr1e-5")  # a remedy, a baseline and both methods, in seconds
+# per scenario: {setting: the flags it adds there}; baseline_lr: this run also trains the continued-SFT
+# baseline at that lr (the first map's val choice: 1e-4 in plateau, 1e-3 elsewhere)
+REGIMES_GRID = {
+    "plateau": {"spin_lr1e-4_nll": {}, "tspin_lr1e-4": dict(baseline_lr=1e-4)},
+    "scarce": {"spin_lr1e-4_nll": {}, "tspin_lr1e-4_drop": dict(baseline_lr=1e-3)},
+    "undertrained": {"spin_lr1e-5": {}, "tspin_lr1e-4_nll": dict(baseline_lr=1e-3)},
+    "template": {"spin_lr1e-4_nll": {}, "tspin_lr1e-4_nll": dict(baseline_lr=1e-3)},
+}
+REGIMES_SEEDS = {"plateau": 4, "template": 4, "scarce": 3, "undertrained": 3}  # seeds 0..n-1
 SMOKE_SCENARIOS = ("template",)  # trains plateau's theta_0 and starts from it in the other template
+SMOKE_SETTINGS = tuple(REGIMES_GRID["template"])  # the smoke map's runs: both methods, a remedy and a baseline
 SCRIPT = {"SPIN": "train_spin.py", "T-SPIN": "train_tspin.py"}
 REGIMES_ITERS, REGIMES_EPOCHS = 2, 1  # iterations 0 and 1 (T-SPIN's historical term is on from 1), one pass each
-REGIMES_EVAL_EVERY = 2  # every run answers every 2nd eval prompt (800; run se ~1.7 points) and all of val
+# every run answers all 1600 eval prompts and all 500 val prompts, greedy and K = 4 samples at 0.6 and 1.0
+REGIMES_SAMPLING = dict(eval_samples=4, eval_temperatures="0.6,1.0", eval_sample_every=1)
 
 
 def theta0_of(scenario):
@@ -297,17 +311,20 @@ def theta0_of(scenario):
 
 
 def regimes_estimate_s(args, method, setting=None, scenario=None):
-    """Seconds of one run alone on 2 idle cores, from plan.py's cost model (2 evaluations of eval + val per
-    iteration and theta_0's, the baseline's too)."""
+    """Seconds of one run alone on 2 idle cores, from the cost model above: its training, and every
+    evaluation (theta_0's and one per iteration, the baseline's too) of eval + val, greedy and sampled."""
     if args.smoke:
         return COST["smoke_run"]
     n25, n_eval, n_val = args.sizes
     if method == "theta0":
         return sft_cost(THETA0_STEPS[scenario], SFT_DEFAULTS["batch_size"], n_eval)
-    kind, extra = SETTINGS[setting]
-    evals = (REGIMES_ITERS + 1) * (n_eval + n_val) * COST["eval_prompt"]
+    kind = SETTINGS[setting][0]
+    extra = REGIMES_GRID[scenario][setting]
+    samples = REGIMES_SAMPLING["eval_samples"] * len(REGIMES_SAMPLING["eval_temperatures"].split(","))
+    one_eval = (n_eval + n_val) * (COST["eval_prompt"] + samples * COST["eval_sample"])
+    evals = (REGIMES_ITERS + 1) * one_eval
     per_iter = n25 * COST["sample"] + REGIMES_EPOCHS * n25 * (COST["pair"] + (COST["triplet"] - COST["pair"]) / 2 * (kind == "T-SPIN"))
     per_iter += 2 * n25 * COST["ref_logp"] * (kind == "SPIN")
-    baseline = REGIMES_ITERS * (REGIMES_EPOCHS * n25 * COST["sft_example"] * 2 + (n_eval + n_val) * COST["eval_prompt"]) \
-        if "baseline_lr" in extra else 0
-    return COST["start"] + evals + n25 * COST["sample"] * (kind == "T-SPIN") + REGIMES_ITERS * per_iter + baseline
+    baseline = REGIMES_ITERS * (REGIMES_EPOCHS * n25 * COST["sft_example"] * 2 + one_eval) if "baseline_lr" in extra else 0
+    best_t = (3 * n_val + n_eval) * REGIMES_SAMPLING["eval_samples"] * COST["eval_sample"] if "baseline_lr" in extra else 0
+    return COST["start"] + evals + n25 * COST["sample"] * (kind == "T-SPIN") + REGIMES_ITERS * per_iter + baseline + best_t

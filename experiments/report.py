@@ -1,9 +1,11 @@
 """
 The paper experiment's report, from the finished runs alone: every number comes from a run's summary.json
-(its resolved configuration, steps, tokens, final eval) or metrics.jsonl (the per-iteration evals, the
-identical-pair share, the weight distance from theta_0, the log-likelihood gap). Writes a table in the shape
-of the paper's Table 1, figures, and one generated sentence per claim of the paper saying whether it
-reproduces here, by how much, and beside what noise. Nothing is concluded by hand.
+(its resolved configuration, steps, tokens, final eval), metrics.jsonl (the per-iteration evals, the
+identical-pair share, the weight distance from theta_0, the log-likelihood gap) or outcomes/ (what each eval
+prompt got, greedy and sampled: every difference between two rows is paired on these, model/stats.py).
+Writes a table in the shape of the paper's Table 1, figures, the paired verdicts, and one generated sentence
+per claim of the paper saying whether it reproduces here, by how much, and beside what noise (sigma and the
+smallest difference it could detect). Nothing is concluded by hand.
 
     python -m experiments.report runs/paper            # re-write runs/paper/report.md from its runs
     python -m experiments.report runs/paper --seeds 0  # only some seeds
@@ -37,13 +39,14 @@ from experiments.plan import (  # noqa: E402
     read_summary,
     run_dir,
 )
-from model.files import (
-    read_jsonl,
-    write_json,  # noqa: E402
-)
+from model.files import read_jsonl, write_json  # noqa: E402
 from model.log import read_metrics  # noqa: E402
+from model.results import SAMPLED_T, compare_rows, outcomes_path, read_outcomes, verdict_text  # noqa: E402
+from model.stats import MDD_SIGMAS, verdict  # noqa: E402
 
 COLUMNS = [(f"acc/{f}", f) for f in FAMILIES] + [("accuracy", "average")]
+SAMPLED = f"t{SAMPLED_T:g}"  # 't0.6': the sampled outcomes and metrics the verdicts also use
+SAMPLED_COLUMN = (f"{SAMPLED}/accuracy", f"acc@{SAMPLED_T:g}")  # sampled pass@1, where the runs logged it
 
 # -----------------------------------------------------------------------------------------------------
 # reading the runs: evals[(method, iteration)][seed] = an eval record (iteration None for the SFT rows);
@@ -76,9 +79,23 @@ def collect(out, seeds):
     iters = sorted({it for (m, it), by_seed in evals.items() if m in SELFPLAY and len(by_seed) == len(seeds)})
     theta0 = summaries[(seeds[0], "theta0")]["config"]
     return SimpleNamespace(out=Path(out), seeds=seeds, evals=evals, identical=identical, gaps=gaps, iters=iters,
+                           outcomes=read_row_outcomes(out, seeds, iters),
                            summaries=summaries, theta0=theta0, smoke=theta0["smoke"],
                            scenario=scenario_of(theta0, summaries[(seeds[0], "tspin")]["config"]),
                            epochs=summaries[(seeds[0], "tspin")]["config"]["epochs"])
+
+
+def read_row_outcomes(out, seeds, iters):
+    """outcomes[(method, iteration)][seed] = the row's per-prompt outcome lines on eval, None where the run
+    wrote none: an SFT run's final evaluation, a self-play run's evaluation after each iteration."""
+    outcomes = {}
+    for s in seeds:
+        for m in SFT_ROWS:
+            outcomes.setdefault((m, None), {})[s] = read_outcomes(outcomes_path(run_dir(out, s, m), "final"))
+        for m in SELFPLAY:
+            for it in iters:
+                outcomes.setdefault((m, it), {})[s] = read_outcomes(outcomes_path(run_dir(out, s, m), f"iter{it}"))
+    return outcomes
 
 
 def scenario_of(theta0, selfplay):
@@ -98,16 +115,24 @@ def table_rows(iters):
 
 
 # -----------------------------------------------------------------------------------------------------
-# statistics: every difference is paired by seed (a seed's runs share theta_0) and comes with its noise
+# statistics: every difference between two rows is paired prompt by prompt on their outcome files and
+# pooled over the seeds both have (model/stats.py, the project's one noise model)
 
-
-NOISE = ("For a difference A - B between two rows, d_s is the difference for seed s (both rows of a seed "
-         "start from the same theta_0), d its mean over the n seeds, sd the standard deviation of d_s over "
-         "seeds, and se_A, se_B the per-run binomial standard errors of the accuracy (root mean square over "
-         "seeds). The combined noise is sigma = sqrt(sd^2 / n + se_A^2 + se_B^2): the seed-to-seed spread "
-         "of the mean difference, plus the eval set's sampling noise of each side, which more seeds do not "
-         "shrink because every run answers the same eval prompts. |d| < 2 sigma is reported as no difference. "
-         "With one seed sd is unknown and only the standard errors count.")
+KEYS = {"greedy": "greedy", SAMPLED: f"T={SAMPLED_T:g}"}  # the two ways every row was evaluated
+NA = "n/a (no per-prompt outcomes)"
+NOISE = ("Every run answers the same eval prompts, so two rows A and B are compared prompt by prompt "
+         "(model/stats.py, the project's one noise model): d[s, i] is A's outcome on prompt i minus B's, for "
+         "each seed s both rows have; greedy the outcome is right (1) or wrong (0), at T=0.6 the share of the "
+         "prompt's K samples that were right (pass@1). The difference is the mean of d. Its standard error "
+         "sigma comes from a crossed prompt x seed random-effects model, sigma^2 = se_prompts^2 + se_seeds^2: "
+         "se_prompts is the cluster-robust (by prompt) standard error of Miller 2024, \"Adding Error Bars to "
+         "Evals\" (arXiv 2411.00640), on the per-prompt means over seeds; se_seeds is the spread of the "
+         "per-seed mean differences beyond what that prompt-level noise explains (0 with one seed). Pairing "
+         "removes the difficulty of the prompts, which both rows share. |diff| > 2 sigma is called higher or "
+         f"lower; otherwise the verdict is \"no difference larger than\" the smallest detectable difference "
+         f"mdd = {MDD_SIGMAS:.2f} sigma, the difference this 2-sigma test finds with 80% power. Every verdict "
+         "states diff ± 2 sigma, sigma and mdd, in points; n/a where a run wrote no per-prompt outcomes "
+         "(runs made before they existed).")
 
 
 def mean_sd(xs):
@@ -120,35 +145,38 @@ def rms(xs):
     return math.sqrt(statistics.fmean(x * x for x in xs)) if xs else 0.0
 
 
-def verdict(d, sigma):
-    return "higher" if d > 2 * sigma else "lower" if d < -2 * sigma else "no difference"
-
-
-def compare(a, b, key="accuracy", se_key="accuracy_se"):
-    """A - B of `key` over the seeds both rows have, with its noise (see NOISE)."""
+def pair(a, b, key="greedy", field="right"):
+    """A - B, paired per prompt and pooled over the seeds both rows have (model.results.compare_rows);
+    a, b: {seed: outcome lines, or None where the run wrote none}. None where it cannot be computed."""
     seeds = sorted(a.keys() & b.keys())
-    d = [a[s][key] - b[s][key] for s in seeds]
-    sd = statistics.stdev(d) if len(d) > 1 else 0.0
-    se_a, se_b = rms(a[s].get(se_key, 0.0) for s in seeds), rms(b[s].get(se_key, 0.0) for s in seeds)
-    sigma = math.sqrt(sd ** 2 / len(d) + se_a ** 2 + se_b ** 2)
-    diff = statistics.fmean(d)
-    return dict(diff=diff, sd_seeds=sd, se_a=se_a, se_b=se_b, sigma=sigma, n=len(d), verdict=verdict(diff, sigma))
+    if not seeds or any(a[s] is None or b[s] is None for s in seeds):
+        return None
+    return compare_rows({s: a[s] for s in seeds}, {s: b[s] for s in seeds}, key, field)
 
 
-def pts(x):
-    return f"{100 * x:+.1f}"
+def both(a, b, field="right"):
+    """{'greedy': A - B greedy, 't0.6': A - B sampled}, each a comparison or None."""
+    return {k: pair(a, b, k, field) for k in KEYS}
 
 
 def says(c):
-    """'+1.2 pts (seed sd 0.8, run se 1.0 / 1.1, sigma 1.5): no difference'"""
-    sd = f"seed sd {100 * c['sd_seeds']:.1f} over {c['n']}" if c["n"] > 1 else "1 seed"
-    return (f"{pts(c['diff'])} pts ({sd}, run se {100 * c['se_a']:.1f} / {100 * c['se_b']:.1f}, "
-            f"sigma {100 * c['sigma']:.1f}): {c['verdict']}")
+    """'+1.2 ± 1.6 pts (2σ; σ 0.8, detects ≥ 2.3): no difference larger than 2.3 pts', or n/a."""
+    return NA if c is None else verdict_text(c)
+
+
+def says_both(cs):
+    return "; ".join(f"{KEYS[k]} {says(c)}" for k, c in cs.items())
+
+
+def verdict_of(c):
+    return None if c is None else c["verdict"]
 
 
 def gap_stats(gaps, method, it):
     """The log-likelihood gap log p(y) - log p(y_gen) of one iteration: per seed the mean of the logged
-    training values (and its standard error), then over seeds; sigma as in NOISE."""
+    training values (and its standard error), then over seeds, sigma = sqrt(sd_seeds^2 / n + rms(se)^2).
+    Not a comparison of two evaluation rows (those are paired on outcomes, see NOISE): a summary of one
+    quantity logged during training, whose sign claim 3 asks about."""
     by_seed = gaps.get((method, it), {})
     means = [statistics.fmean(v) for v in by_seed.values()]
     ses = [statistics.stdev(v) / math.sqrt(len(v)) if len(v) > 1 else 0.0 for v in by_seed.values()]
@@ -173,57 +201,79 @@ def movement(res, m, it):
 
 
 def overall(parts):
+    if any(p is None for p in parts):
+        return "cannot be judged"
     return "reproduces" if all(parts) else "partly reproduces" if any(parts) else "does not reproduce"
+
+
+def judged(holds):
+    """'reproduces here (judged greedy)', or why it cannot be judged."""
+    return f"{overall(holds)} here " + ("(no per-prompt outcomes)" if None in holds else "(judged greedy)")
+
+
+def short(c):
+    return "n/a" if c is None else f"{100 * c['diff']:+.1f} (σ {100 * c['sigma']:.1f}, detects ≥ {100 * c['mdd']:.1f})"
+
+
+def iteration_series(res, m):
+    """One self-play method from theta_0 through its iterations: the verdicts of each step and of the
+    last iteration against theta_0 (greedy and sampled), and its significant greedy drops."""
+    o = res.outcomes
+    series = [("theta_0", o[("theta0", None)])] + [(f"iter {t}", o[(m, t)]) for t in res.iters]
+    steps = [(f"{p}->{q}", both(bq, bp)) for (p, bp), (q, bq) in zip(series, series[1:])]
+    net = both(series[-1][1], series[0][1])
+    judged = all(c["greedy"] is not None for c in [net] + [c for _, c in steps])
+    drops = [name for name, c in steps if verdict_of(c["greedy"]) == "lower"]
+    steady = (not drops and net["greedy"]["verdict"] == "higher") if judged else None
+    return dict(net=net, steps=steps, drops=drops, steady=steady, judged=judged)
 
 
 def claim_iterations(res):
     """(1) T-SPIN improves steadily across iterations while SPIN fluctuates. Steady: higher than theta_0
     at the last iteration and no significant drop from one iteration to the next; fluctuating: at least
-    one significant drop."""
-    evals, iters = res.evals, res.iters
-    theta0, out = evals[("theta0", None)], {}
-    for m in ("tspin", "spin"):
-        series = [("theta_0", theta0)] + [(f"iter {t}", evals[(m, t)]) for t in iters]
-        steps = [(f"{p}->{q}", compare(bq, bp)) for (p, bp), (q, bq) in zip(series, series[1:])]
-        net = compare(series[-1][1], theta0)
-        drops = [name for name, c in steps if c["verdict"] == "lower"]
-        out[m] = dict(net=net, steps=steps, drops=drops, steady=not drops and net["verdict"] == "higher")
+    one significant drop. Judged greedy (the paper's decoding); the sampled verdicts stand beside."""
+    iters = res.iters
+    out = {m: iteration_series(res, m) for m in ("tspin", "spin")}
     t, s = out["tspin"], out["spin"]
-    holds = [t["steady"], bool(s["drops"])]
+    holds = [t["steady"], bool(s["drops"]) if s["judged"] else None]
 
     def steadiness(r):
+        if not r["judged"]:
+            return "cannot be judged"
         if r["steady"]:
             return "improves steadily"
         return "drops significantly at least once" if r["drops"] else "shows no significant gain over theta_0"
 
     def describe(m, r):
-        steps = "; ".join(f"{name} {pts(c['diff'])} (sigma {100 * c['sigma']:.1f})" for name, c in r["steps"])
-        drops = ", ".join(r["drops"]) or "none"
-        return (f"{LABEL[m]}: iteration {iters[-1]} vs theta_0 {says(r['net'])}; steps: {steps}; "
-                f"significant drops: {drops}")
+        steps = "; ".join(f"{name} greedy {short(c['greedy'])}, {KEYS[SAMPLED]} {short(c[SAMPLED])}"
+                          for name, c in r["steps"])
+        return (f"{LABEL[m]}: iteration {iters[-1]} vs theta_0: {says_both(r['net'])}. Steps, in points: {steps}; "
+                f"significant greedy drops: {', '.join(r['drops']) or 'none'}")
 
-    text = (f"**Claim 1** (T-SPIN improves steadily across iterations, SPIN fluctuates): {overall(holds)} here. "
-            f"T-SPIN {steadiness(t)}; SPIN {'fluctuates' if s['drops'] else 'shows no significant drop'}. "
-            f"{describe('tspin', t)}. "
+    spin_word = "fluctuates" if s["drops"] else "shows no significant drop" if s["judged"] else steadiness(s)
+    text = (f"**Claim 1** (T-SPIN improves steadily across iterations, SPIN fluctuates): {judged(holds)}. T-SPIN {steadiness(t)}; SPIN {spin_word}. {describe('tspin', t)}. "
             f"{describe('spin', s)}.")
     return dict(claim=1, verdict=overall(holds), text=text, tspin_steady=t["steady"], spin_drops=s["drops"],
                 tspin_net=t["net"], spin_net=s["net"])
 
 
 def claim_data(res):
-    """(2) T-SPIN on 25% of the data matches or beats SFT on 100%: matches = no significant difference."""
-    evals, iters = res.evals, res.iters
+    """(2) T-SPIN on 25% of the data matches or beats SFT on 100%: matches = no significant difference
+    (greedy, paired per prompt; what that can tell apart is the verdict's mdd)."""
+    o, iters = res.outcomes, res.iters
     last = iters[-1]
-    full = compare(evals[("tspin", last)], evals[("sft100", None)])
-    equal = compare(evals[("tspin", last)], evals[("sft25eq", None)])
-    first = next((t for t in iters if compare(evals[("tspin", t)], evals[("sft100", None)])["verdict"] != "lower"), None)
-    word = {"higher": "beats", "no difference": "matches (within noise)", "lower": "falls short of"}
-    holds = [full["verdict"] != "lower"]
-    text = (f"**Claim 2** (T-SPIN on 25% of the data matches or beats SFT on 100%): {overall(holds)} here. "
-            f"T-SPIN at iteration {last} {word[full['verdict']]} SFT on 100% for 2 epochs: {says(full)}. "
-            f"The first iteration not significantly below it: {'none' if first is None else first}. "
-            f"Against SFT on the same 25% for equal compute, T-SPIN at iteration {last} {word[equal['verdict']]} "
-            f"it: {says(equal)}.")
+    full = both(o[("tspin", last)], o[("sft100", None)])
+    equal = both(o[("tspin", last)], o[("sft25eq", None)])
+    firsts = [(t, verdict_of(pair(o[("tspin", t)], o[("sft100", None)]))) for t in iters]
+    first = next((t for t, v in firsts if v not in ("lower", None)), None)
+    word = {"higher": "beats", "no difference": "matches (within noise)", "lower": "falls short of",
+            None: "cannot be compared with"}
+    holds = [verdict_of(full["greedy"]) != "lower" if full["greedy"] else None]
+    text = (f"**Claim 2** (T-SPIN on 25% of the data matches or beats SFT on 100%): {judged(holds)}. "
+            f"T-SPIN at iteration {last} {word[verdict_of(full['greedy'])]} SFT on 100% for 2 "
+            f"epochs: {says_both(full)}. The first iteration not significantly below it (greedy): "
+            f"{'none' if first is None else first}. Against SFT on the same 25% for equal compute, T-SPIN at "
+            f"iteration {last} {word[verdict_of(equal['greedy'])]} it: {says_both(equal)}.")
     return dict(claim=2, verdict=overall(holds), text=text, vs_sft100=full, vs_sft25eq=equal,
                 first_iteration_matching=first)
 
@@ -349,22 +399,46 @@ def movement_cells(res, m, it):
     return [cell(shares) if shares else "n/a", cell(dists, scale=1, fmt=".2g") if dists else "n/a"]
 
 
+def sampled_cell(recs):
+    key = SAMPLED_COLUMN[0]
+    return cell(r[key] for r in recs) if all(key in r for r in recs) else "n/a"
+
+
 def markdown_table(res):
-    head = ["method", "iter"] + [c[1] for c in COLUMNS] + ["run se (avg)", "pipe rate", "identical pairs",
-                                                          "weight dist"]
-    lines = [f"Accuracy on the held-out eval split, %, mean ± std over {len(res.seeds)} seed(s); run se: the "
-             "per-run binomial standard error of the average (root mean square over seeds); pipe rate: share of "
-             "non-table answers containing '|', %; identical pairs: share of the iteration's training pairs with "
-             "y_gen == y (exactly zero gradient in SPIN and in T-SPIN's first term), %; weight dist: relative L2 "
-             "distance of all parameters from theta_0 after the iteration (n/a: not logged by these runs).", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    head = (["method", "iter"] + [c[1] for c in COLUMNS] + [SAMPLED_COLUMN[1], "run se (avg)", "pipe rate",
+                                                           "identical pairs", "weight dist"])
+    lines = [f"Accuracy on the held-out eval split, %, mean ± std over {len(res.seeds)} seed(s), greedy; "
+             f"{SAMPLED_COLUMN[1]}: sampled at T={SAMPLED_T:g}, the share of a prompt's K samples that are right "
+             "(pass@1), n/a where the runs did not log it; run se: the per-run binomial standard error of the "
+             "average (root mean square over seeds; the verdicts use the paired sigma instead); pipe rate: share "
+             "of non-table answers containing '|', %; identical pairs: share of the iteration's training pairs "
+             "with y_gen == y (exactly zero gradient in SPIN and in T-SPIN's first term), %; weight dist: "
+             "relative L2 distance of all parameters from theta_0 after the iteration (n/a: not logged by these "
+             "runs).", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m, it in table_rows(res.iters):
         recs = list(res.evals[(m, it)].values())
-        cells = [cell(r.get(key, 0.0) for r in recs) for key, _ in COLUMNS]
+        cells = [cell(r.get(key, 0.0) for r in recs) for key, _ in COLUMNS] + [sampled_cell(recs)]
         cells += [f"{100 * rms(r['accuracy_se'] for r in recs):.1f}", cell(r["pipe_rate"] for r in recs)]
         cells += movement_cells(res, m, it)
         lines.append(f"| {label(res, m)} | {'–' if it is None else it} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def last_iteration_verdicts(res):
+    """Every self-play method at the last iteration against theta_0 and the two SFT rows, greedy and
+    sampled: {method: {other row: {'greedy': c, 't0.6': c}}}."""
+    last, o = res.iters[-1], res.outcomes
+    return {m: {other: both(o[(m, last)], o[(other, None)]) for other in SFT_ROWS} for m in SELFPLAY}
+
+
+def verdict_lines(res, found):
+    lines = [f"Each self-play method after its last iteration ({res.iters[-1]}) minus each SFT row, paired per "
+             "prompt (see Noise above): the difference ± 2σ in points, σ, the smallest difference the test "
+             "detects, and the verdict.", "", f"| A - B | greedy | {KEYS[SAMPLED]} |", "|---|---|---|"]
+    for m, by_other in found.items():
+        lines += [f"| {LABEL[m]} - {label(res, other)} | {says(cs['greedy'])} | {says(cs[SAMPLED])} |"
+                  for other, cs in by_other.items()]
+    return lines
 
 
 def compute_note(res):
@@ -386,7 +460,7 @@ def read_times(out):
     return json.loads(path.read_text()) if path.exists() else {"runs": {}, "elapsed_s": float("nan"), "jobs": "?"}
 
 
-def write_markdown(res, claims, compute, times):
+def write_markdown(res, claims, found, compute, times):
     t0 = res.summaries[(res.seeds[0], "theta0")]
     md = [f"# The T-SPIN paper's experiment at 1M parameters{' (smoke size)' if res.smoke else ''}", "",
           f"Scenario {res.scenario} ({SCENARIOS.get(res.scenario, {}).get('what', 'an unnamed design')}): theta_0 = "
@@ -394,13 +468,15 @@ def write_markdown(res, claims, compute, times):
           f"Seeds {res.seeds}; self-play iterations {res.iters[0]}..{res.iters[-1]}, {res.epochs} epoch(s) each; "
           f"data {res.theta0['data_dir']}; every run answers the same {len(read_jsonl(res.theta0['eval_data']))} eval "
           f"prompts ({res.theta0['eval_data']}). Wall time of all the runs: {times['elapsed_s'] / 60:.1f} min, "
-          f"{times['jobs']} at a time. Generated by `python -m experiments.report` from the runs' summary.json and "
-          "metrics.jsonl; every sentence below is computed from the numbers.", "",
+          f"{times['jobs']} at a time. Generated by `python -m experiments.report` from the runs' summary.json, "
+          "metrics.jsonl and outcomes/ (what each eval prompt got); every sentence below is computed from the "
+          "numbers.", "", "**Noise.** " + NOISE, "",
           "## Table 1", "", markdown_table(res), "",
           "## Figures", ""]
     for png, alt in FIGURES.items():
         md += [f"![{alt}]({png})", ""]
-    md += ["## The three claims", "", "Noise: " + NOISE, ""]
+    md += ["## Verdicts", ""] + verdict_lines(res, found) + [""]
+    md += ["## The three claims", ""]
     md += [c["text"] + "\n" for c in claims]
     md += ["## How far the self-play runs moved", ""] + moved_text(res) + [""]
     md += ["## Equal compute", "",
@@ -434,6 +510,8 @@ def summary_numbers(res):
             mean, sd = mean_sd(r.get(key, 0.0) for r in recs)
             row[name] = dict(mean=mean, sd=sd)
         row["accuracy_se"] = rms(r["accuracy_se"] for r in recs)
+        sampled = [r[SAMPLED_COLUMN[0]] for r in recs if SAMPLED_COLUMN[0] in r]  # where every seed logged it
+        row[SAMPLED_COLUMN[1]] = dict(zip(("mean", "sd"), mean_sd(sampled))) if len(sampled) == len(recs) else None
         shares, dists = movement(res, m, it) if it is not None else ([], [])
         row["identical_share"] = dict(zip(("mean", "sd"), mean_sd(shares))) if shares else None
         row["weight_dist"] = dict(zip(("mean", "sd"), mean_sd(dists))) if dists else None
@@ -463,17 +541,18 @@ def write(out, seeds=None):
                  f"{', '.join(RUNS)} with their summary.json)")
     res = collect(out, seeds)
     claims = [claim_iterations(res), claim_data(res), claim_gap(res)]
+    found = last_iteration_verdicts(res)
     compute = compute_note(res)
     times = read_times(out)
     iteration_figure(out / "accuracy_vs_iteration.png", res, "accuracy", "held-out accuracy, %")
     iteration_figure(out / "pipe_rate_vs_iteration.png", res, "pipe_rate", "pipe rate (non-table answers with '|'), %")
     gap_figure(out / "logps_gap.png", res)
     movement_figure(out / "movement.png", res)
-    write_markdown(res, claims, compute, times)
+    write_markdown(res, claims, found, compute, times)
     write_json(out / "summary.json", finite({
         "scenario": res.scenario, "theta0_subset": res.theta0["subset"], "seeds": seeds, "iters": res.iters,
         "selfplay_epochs": res.epochs, "smoke": res.smoke, "noise": NOISE, "table": summary_numbers(res),
-        "claims": claims, "compute": compute, "wall_time_s": times}))
+        "verdicts": found, "claims": claims, "compute": compute, "wall_time_s": times}))
     for c in claims:
         print(c["text"].replace("**", ""))
     print(f"report: {out / 'report.md'}")

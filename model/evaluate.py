@@ -1,7 +1,11 @@
 """
-The evaluation every script runs: answer the held-out prompts with the KV sampler (greedy), score the
-answers, and compute the metrics (accuracy per family, pipe rate, ...). Also the teacher-forced loss on
-the held-out reference answers. SFT, SPIN, T-SPIN and the notebooks all call evaluate().
+The evaluation every script runs: answer the held-out prompts with the KV sampler, score the answers, and
+compute the metrics (accuracy per family, pipe rate, ...). Greedy always; with samples=K also K sampled
+answers per prompt at each temperature asked (pass@1, pass@K, pipe, EOS, length, loops per temperature),
+and the policy's sharpness: the mean per-token log-prob it gives its own samples at temperature 1 (minus
+its per-token entropy, estimated). Also the teacher-forced loss on the held-out reference answers, and what
+each prompt got (outcome_lines), so that two evaluations can be compared prompt by prompt (model/stats.py).
+SFT, SPIN, T-SPIN, sample.py and the notebooks all call evaluate().
 """
 
 import math
@@ -12,7 +16,8 @@ from data.tasks import pipes_allowed, score
 from model.data import collate, encode_records, format_prompt, sorted_batches
 from model.device import autocast
 from model.dist import Dist, all_reduce_sum, gather_lists
-from model.sampler import generate
+from model.sampler import generate, generate_k
+from model.stats import pass_at_k
 
 
 def answer(model, tok, prompts, max_new_tokens, temperature=0.0, top_p=1.0, seed=0, batch_size=256, row_ids=None,
@@ -29,6 +34,32 @@ def answer(model, tok, prompts, max_new_tokens, temperature=0.0, top_p=1.0, seed
     ended = [len(o) > 0 and o[-1] == tok.eos_id for o in outs]
     texts = [tok.decode(o[:-1] if e else o) for o, e in zip(outs, ended)]
     return outs, texts, ended
+
+
+def temperatures(value):
+    """A --eval_temperatures value: '0.6,1.0' -> [0.6, 1.0]; '' -> []."""
+    return [float(t) for t in str(value).split(",") if t.strip()]
+
+
+def answer_k(model, tok, prompts, k, max_new_tokens, temperature, seed=0, batch_size=256, row_ids=None,
+             template="chat"):
+    """k sampled answers per prompt text, one prefill each (sampler.generate_k). Returns per prompt a list
+    of k (text, ended, n_tokens, logp) where logp is the sample's summed log-prob under the untempered
+    model (the sharpness measure's numerator)."""
+    if not prompts:
+        return []
+    ids = [format_prompt(tok, p, template) for p in prompts]
+    max_new = min(max_new_tokens, model.config.block_size - max(len(i) for i in ids))
+    outs, logps = generate_k(model, ids, k, max_new, temperature=temperature, eos_id=tok.eos_id, seed=seed,
+                             batch_size=batch_size, row_ids=row_ids, return_logprobs=True)
+    result = []
+    for samples, lps in zip(outs, logps):
+        row = []
+        for o, lp in zip(samples, lps):
+            ended = len(o) > 0 and o[-1] == tok.eos_id
+            row.append((tok.decode(o[:-1] if ended else o), ended, len(o), float(lp)))
+        result.append(row)
+    return result
 
 
 @torch.no_grad()
@@ -116,9 +147,14 @@ def eval_metrics(records, responses, ended_with_eos):
     return out
 
 
-def evaluate(model, tok, records, device, max_new_tokens=96, batch_size=256, dist=None, n_show=0, template="chat"):
-    """-> (metrics dict, samples list). Under torchrun each rank answers its share of the prompts and
-    every rank returns the same metrics."""
+def evaluate(model, tok, records, device, max_new_tokens=96, batch_size=256, dist=None, n_show=0, template="chat",
+             samples=0, temperatures=(), sample_every=1, seed=0):
+    """-> (metrics dict, samples list). Greedy answers to every record; with samples=K > 0, also K sampled
+    answers at each of `temperatures` to every sample_every-th record (its metrics under t<T>/..., the
+    answers in each sample's "sampled"). Under torchrun each rank answers its share of the prompts and
+    every rank returns the same metrics. Sampling draws from streams keyed by (seed, prompt index, sample):
+    two models evaluated with the same seed meet the same random numbers (common random numbers), which
+    makes their prompt-by-prompt difference less noisy."""
     dist = dist or Dist()
     mine = records[dist.rank::dist.world]
     _, texts, ended = answer(model, tok, [r["prompt"] for r in mine], max_new_tokens, batch_size=batch_size,
@@ -130,11 +166,66 @@ def evaluate(model, tok, records, device, max_new_tokens=96, batch_size=256, dis
     # logp_y: the reference answers' summed log-prob, averaged over answers (the same pass as eval_loss)
     metrics = {"eval_loss": float(loss_sum[0] / loss_sum[1].clamp_min(1)), "logp_y": -float(loss_sum[0]) / len(records)}
     metrics.update(eval_metrics(records, texts, ended))
-    samples = []
+    out = []
     for r, t, e in zip(records, texts, ended):
-        samples.append({"task": r.get("task"), "prompt": r["prompt"], "response": t, "reference": r["response"],
-                        "right": score(r, t), "ended": e})
-    return metrics, samples
+        out.append({"task": r.get("task"), "prompt": r["prompt"], "response": t, "reference": r["response"],
+                    "right": score(r, t), "ended": e})
+    for temperature in (temperatures if samples else ()):
+        metrics.update(sample_at(model, tok, records, out, samples, temperature, max_new_tokens, batch_size, dist,
+                                 template, sample_every, seed))
+    return metrics, out
+
+
+def sample_at(model, tok, records, out, k, temperature, max_new_tokens, batch_size, dist, template, sample_every,
+              seed):
+    """K sampled answers at one temperature to every sample_every-th record: stored in out[i]["sampled"][T]
+    and summarised as t<T>/accuracy (pass@1: the mean right share over the K samples), t<T>/pass@K (Chen
+    et al. 2021's unbiased estimator), pipe, EOS, length ratio, loops over all samples, and sharpness (the
+    mean per-token log-prob of the samples under the untempered model: at T = 1, minus the entropy)."""
+    picked = list(range(0, len(records), sample_every))
+    mine = picked[dist.rank::dist.world]
+    answers = answer_k(model, tok, [records[i]["prompt"] for i in mine], k, max_new_tokens, temperature, seed=seed,
+                       batch_size=batch_size, row_ids=mine, template=template)
+    answers = gather_lists(dist, answers, len(picked))
+    key = f"t{temperature:g}"
+    for i, row in zip(picked, answers):
+        out[i].setdefault("sampled", {})[key] = [
+            {"response": text, "right": score(records[i], text), "ended": ended} for text, ended, _, _ in row]
+    flat_records = [records[i] for i in picked for _ in range(k)]
+    flat = [a for row in answers for a in row]
+    m = eval_metrics(flat_records, [a[0] for a in flat], [a[1] for a in flat])
+    metrics = {f"{key}/{name}": m[name] for name in ("accuracy", "pipe_rate", "eos_rate", "len_ratio",
+                                                      "repetition_rate") if name in m}
+    rights = [[score(records[i], a[0]) for a in row] for i, row in zip(picked, answers)]
+    rights = [r for r in rights if None not in r]
+    if rights:
+        metrics[f"{key}/pass@{k}"] = sum(pass_at_k(k, sum(r), k) for r in rights) / len(rights)
+        per_prompt = [sum(r) / k for r in rights]
+        mean = sum(per_prompt) / len(per_prompt)
+        metrics[f"{key}/accuracy_se"] = math.sqrt(sum((p - mean) ** 2 for p in per_prompt)
+                                                  / max(1, len(per_prompt) - 1) / len(per_prompt))
+    metrics[f"{key}/sharpness"] = sum(a[3] for a in flat) / max(1, sum(a[2] for a in flat))
+    return metrics
+
+
+def outcome_lines(records, samples):
+    """What each prompt got, one dict per prompt in order, for a prompt-by-prompt comparison of two
+    evaluations (model/stats.py): its index, family, right (1/0, None without a checker), answer length in
+    characters, pipe leak (None where a table answer may hold pipes), EOS; and per sampled temperature the
+    same for each of the K samples."""
+    def one(s, pipes_ok):
+        return {"right": None if s["right"] is None else int(s["right"]), "len": len(s["response"]),
+                "pipe": None if pipes_ok else int("|" in s["response"]), "eos": int(bool(s["ended"]))}
+
+    lines = []
+    for i, (r, s) in enumerate(zip(records, samples)):
+        pipes_ok = pipes_allowed(r)
+        line = {"i": i, "task": r.get("task"), **(one(s, pipes_ok) if "response" in s else {})}
+        for key, row in s.get("sampled", {}).items():
+            per = [one(a, pipes_ok) for a in row]
+            line[key] = {field: [p[field] for p in per] for field in ("right", "len", "pipe", "eos")}
+        lines.append(line)
+    return lines
 
 
 def show_samples(samples, n=5):

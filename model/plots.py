@@ -14,6 +14,10 @@ PANELS = [
     ("loss", ["loss", "eval_loss"]),
     ("held-out accuracy (eval; val dotted)", ["accuracy", "val_accuracy"]),
     ("eval accuracy per family", ["acc/*"]),
+    ("sampled accuracy (pass@1) at each temperature; theta_0 at its best T", ["t0.6/accuracy", "t1/accuracy",
+                                                                              "best/accuracy"]),
+    ("sharpness on val: mean log p per token of its own samples at T=1 (-entropy), of y (-val loss)",
+     ["val_t1/sharpness", "val_logp_y_tok"]),
     ("pipe rate (non-table answers with '|')", ["pipe_rate"]),
     ("rewards / advantages", ["rewards/margins", "rewards/real", "rewards/generated", "adv/current", "adv/historical"]),
     ("log p(y) - log p(y')", ["logps/gap"]),
@@ -24,6 +28,8 @@ PANELS = [
 ]
 # panels where the equal-compute continued-SFT baseline (<run>/baseline/) is drawn beside the run
 BASELINE_PANELS = ("held-out accuracy (eval; val dotted)", "pipe rate (non-table answers with '|')",
+                   "sampled accuracy (pass@1) at each temperature; theta_0 at its best T",
+                   "sharpness on val: mean log p per token of its own samples at T=1 (-entropy), of y (-val loss)",
                    "answer length / reference length, answers in a loop",
                    "how far it moved: |theta - theta_0| / |theta_0|, y_gen == y share",
                    "mean log p: y and y_gen on the training pairs, y on val (likelihood displacement)")

@@ -18,7 +18,15 @@ from model.checkpoint import checkpoint_state, save_checkpoint, set_rng_state
 from model.cli import die, halt, stop
 from model.data import batches, collate, format_prompt, sorted_batches
 from model.device import autocast
-from model.evaluate import answer, evaluate, show_samples, summary_line
+from model.evaluate import (
+    answer,
+    evaluate,
+    outcome_lines,
+    sample_at,
+    show_samples,
+    summary_line,
+    temperatures,
+)
 from model.files import read_json_lines, write_jsonl
 from model.losses import masked_sum, with_nll
 from model.plots import plot_run
@@ -32,6 +40,28 @@ def per_iteration(value, it, name):
     if not parts:
         raise ValueError(f"--{name} is empty")
     return parts[min(it, len(parts) - 1)]
+
+
+def best_temperature(run, metrics):
+    """theta_0 at the temperature of cfg.theta0_temperatures that serves it best on val (sampled pass@1),
+    then on eval at that temperature: what "just lower the temperature" gives, at no training cost.
+    -> metrics best_t, best/<key> (eval) and val_best/accuracy; outcomes in theta0_best_eval.jsonl."""
+    cfg, grid = run.cfg, temperatures(run.cfg.theta0_temperatures)
+
+    def sample(records, t):  # K answers per prompt at temperature t, as evaluate() samples them
+        out = [{} for _ in records]
+        return out, sample_at(run.model, run.tok, records, out, cfg.eval_samples, t, cfg.max_new_tokens, 256,
+                              run.dist, cfg.template, cfg.eval_sample_every, cfg.seed)
+
+    for t in grid:
+        if f"val_t{t:g}/accuracy" not in metrics:  # not among the eval temperatures: sample val at t now
+            metrics.update({f"val_{k}": v for k, v in sample(run.val_records, t)[1].items()})
+    val_acc = {t: metrics.get(f"val_t{t:g}/accuracy", float("-inf")) for t in grid}
+    best = max(grid, key=lambda t: val_acc[t])
+    out, found = sample(run.eval_records, best)
+    save_outcomes(run, "theta0_best_eval", run.eval_records, out)
+    return {"best_t": best, "val_best/accuracy": val_acc[best],
+            **{f"best/{k.split('/', 1)[1]}": v for k, v in found.items()}}
 
 
 def weight_distance(model, reference):
@@ -146,6 +176,7 @@ def fit_iteration(run, it, prompts, answer_sets, loss_fn):
     total = cfg.epochs * steps_per_epoch
     warmup = max(1, int(cfg.warmup_ratio * total))
     k0, update_ratios, resumed_here = continue_iteration(run, it, optimizer, total, len(prompts))
+    t0 = time.time()
 
     def save(k):
         save_iteration(run, it, k=k, optimizer=optimizer, update_ratios=update_ratios, steps=total)
@@ -178,7 +209,7 @@ def fit_iteration(run, it, prompts, answer_sets, loss_fn):
     pbar.close()
     if k0 < total:
         if dist.main:
-            run.log.log(step=run.step, iter=it, event="iteration_end",
+            run.log.log(step=run.step, iter=it, event="iteration_end", train_seconds=time.time() - t0,
                         update_ratio=sum(update_ratios) / max(1, len(update_ratios)))
         save(total)  # the training of the iteration is safe: a kill in the evaluation that follows loses only that
 
@@ -268,19 +299,37 @@ def save_iteration(run, it, k=None, optimizer=None, update_ratios=None, steps=No
              f" ({run.kind}) in {run.run_dir / 'ckpt.pt'}")
 
 
-# what each evaluation also logs of the validation split, as val_<key>; val_logp_y is the mean summed
-# log-prob of the real answers y (a pairwise loss can push it down while y still beats y_gen)
+# what each evaluation also logs of the validation split, as val_<key> (and every sampled t<T>/ key);
+# val_logp_y is the mean summed log-prob of the real answers y (a pairwise loss can push it down while y
+# still beats y_gen)
 VAL_KEYS = ("accuracy", "accuracy_se", "eval_loss", "logp_y", "pipe_rate", "len_ratio", "repetition_rate", "eos_rate")
 
 
+def save_outcomes(run, name, records, samples):
+    """<run>/outcomes/<name>.jsonl: what each prompt got in one evaluation row (the reports pair rows on it)."""
+    if run.dist.main:
+        write_jsonl(run.run_dir / "outcomes" / f"{name}.jsonl", outcome_lines(records, samples))
+
+
 def evaluate_iteration(run, it):
-    """The shared evaluation after iteration `it` (-1: theta_0, the SFT row of the table)."""
-    metrics, samples = evaluate(run.model, run.tok, run.eval_records, run.device, run.cfg.max_new_tokens,
-                                dist=run.dist, template=run.cfg.template)
+    """The shared evaluation after iteration `it` (-1: theta_0, the SFT row of the table): greedy and
+    sampled answers to the eval and val prompts, each prompt's outcome on disk; for theta_0 also the
+    temperature that serves it best on val (the zero-compute baseline of sampled results)."""
+    cfg, row, t0 = run.cfg, "theta0" if it < 0 else f"iter{it}", time.time()
+    sampling = dict(samples=cfg.eval_samples, temperatures=temperatures(cfg.eval_temperatures),
+                    sample_every=cfg.eval_sample_every, seed=cfg.seed)
+    metrics, samples = evaluate(run.model, run.tok, run.eval_records, run.device, cfg.max_new_tokens,
+                                dist=run.dist, template=cfg.template, **sampling)
+    save_outcomes(run, f"{row}_eval", run.eval_records, samples)
     if run.val_records:  # the split that choices are made on, and where likelihood displacement shows
-        val, _ = evaluate(run.model, run.tok, run.val_records, run.device, run.cfg.max_new_tokens, dist=run.dist,
-                          template=run.cfg.template)
-        metrics.update({f"val_{k}": val[k] for k in VAL_KEYS if k in val})
+        val, val_samples = evaluate(run.model, run.tok, run.val_records, run.device, cfg.max_new_tokens,
+                                    dist=run.dist, template=cfg.template, **sampling)
+        metrics.update({f"val_{k}": v for k, v in val.items() if k in VAL_KEYS or k.startswith("t") and "/" in k})
+        metrics["val_logp_y_tok"] = -val["eval_loss"]  # per token, beside the sharpness of its own samples
+        save_outcomes(run, f"{row}_val", run.val_records, val_samples)
+        if it < 0 and cfg.eval_samples and temperatures(cfg.theta0_temperatures):
+            metrics.update(best_temperature(run, metrics))
+    metrics["eval_seconds"] = time.time() - t0  # greedy + sampled, eval + val (+ theta_0's temperature grid)
     eval_answers = [s["response"] for s in samples]
     metrics["weight_dist"] = weight_distance(run.model, run.theta_0)
     if run.last_eval_answers is not None:  # greedy answers that changed since the previous evaluation

@@ -19,10 +19,10 @@ from model.checkpoint import load_checkpoint, model_from_checkpoint, set_rng_sta
 from model.cli import RUN_DEFAULTS, claim_run, configure, die, print_config
 from model.data import data_paths, fit_to_context
 from model.device import pick_device
-from model.files import DataError, read_jsonl, write_json
+from model.files import DataError, atomic_write, read_jsonl, write_json
 from model.log import RunLog
 from model.plots import plot_run
-from model.results import iteration_rows, results_table
+from model.results import FULL_COLUMNS, iteration_rows, results_table
 from model.rundir import RUNS_DIR, CheckpointClock, run_path
 from model.step import NanGuard
 from model.tokenizer import Tokenizer
@@ -45,6 +45,10 @@ SELFPLAY_DEFAULTS = dict(
     logp="sum",                  # sequence log-prob: sum over response tokens (official SPIN) or mean
     top_p=1.0,                   # nucleus sampling of y_gen (and y0); 1 = off
     max_new_tokens=96,           # longest synthetic and evaluation answer, in tokens
+    eval_samples=4,              # K sampled answers per prompt at each eval temperature, beside greedy (0 = greedy only)
+    eval_temperatures="0.6,1.0",  # temperatures of the sampled evaluation (0.6: what sample.py uses; 1: sharpness)
+    eval_sample_every=4,         # sample every N-th eval and val prompt (1 = all: the regime map; 4 keeps make tspin short)
+    theta0_temperatures="0.2,0.4,0.6,0.8,1.0",  # theta_0 at its best of these on val: the free baseline of sampled results ("" = off)
     drop_identical=False,        # leave out pairs whose y_gen equals y (zero gradient in the current term); off: the map's val choice
     mix_previous=False,          # also train on the previous iteration's y_gen (the official SPIN code's data mixing)
     nll=0.0,                     # add nll x the SFT loss on y (RPO, arXiv 2404.19733; TRL's "sft" term); 0: map's val choice at lr 1e-5; use 1 with lr 1e-4
@@ -183,19 +187,21 @@ def start(defaults, kind, script):
 
 
 def finish(run):
-    """summary.json (with the full resolved configuration), the results table, the curves' path; leave
-    the process group."""
+    """summary.json (with the full resolved configuration and the full table), results.md (the full table),
+    the headline table printed, the curves' path; leave the process group."""
     if run.dist.main:
-        table = results_table(run.run_dir, run.kind)
+        table, full = results_table(run.run_dir, run.kind), results_table(run.run_dir, run.kind, FULL_COLUMNS)
+        atomic_write(run.run_dir / "results.md", lambda f: f.write(
+            f"# {run.kind}: {run.cfg.name}\n\n```\n{full}\n```\n\n{results_table.__doc__}\n".encode()))
         plot_run(run.run_dir, title=f"{run.kind}: {run.cfg.name}")  # again: the baseline's last row came after
         write_json(run.run_dir / "summary.json", {
             "kind": run.kind_id, "name": run.cfg.name, "iters": run.cfg.iters, "steps": run.step,
             "wall_time_s": round(time.time() - run.t_start, 1), "nan_count": run.guard.count,
-            "tokens_seen": run.tokens_seen, "config": vars(run.cfg), "table": table.splitlines(),
+            "tokens_seen": run.tokens_seen, "config": vars(run.cfg), "table": full.splitlines(),
             "iterations": {str(k): v for k, v in iteration_rows(run.run_dir).items()},
             "baseline": None if run.baseline is None else {
                 "steps": run.baseline.step, "tokens_seen": run.baseline.tokens_seen, "lr": run.baseline.cfg.lr,
                 "iterations": {str(k): v for k, v in iteration_rows(run.baseline.run_dir).items()}}})
         print("\n" + table)
-        print(f"\ncurves: {run.run_dir / 'curves.png'}")
+        print(f"\nthe full table: {run.run_dir / 'results.md'}; curves: {run.run_dir / 'curves.png'}")
     D.cleanup(run.dist)

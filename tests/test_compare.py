@@ -32,8 +32,10 @@ def test_compare_writes_one_png_and_one_table(sft_run, second_run, tmp_path):
     assert table.splitlines()[0] == "| | sft | sft_b |"
     assert rows["kind"] == ["sft", "sft"]
     a, b = final_eval(sft_run), final_eval(second_run)
-    for name, key in [("accuracy", "accuracy"), ("eval loss", "eval_loss"), ("pipe rate", "pipe_rate")]:
+    for name, key in [("accuracy", "accuracy"), ("eval loss", "eval_loss"), ("pipe rate", "pipe_rate"),
+                      ("accuracy @ T=0.6 (pass@1)", "t0.6/accuracy"), ("pass@4 @ T=0.6", "t0.6/pass@4")]:
         assert rows[name] == [f"{a[key]:.4g}", f"{b[key]:.4g}"]
+    assert "sharpness (val, T=1)" not in rows  # a row only where a run logged it (SFT has no val sampling)
     # exactly the settings the two commands changed, nothing they share, and not the names
     settings = {name.strip("`"): values for name, values in rows.items() if name.startswith("`")}
     assert settings == {"lr": ["0.003", "0.001"], "inject_nan_step": ["7", "-1"]}

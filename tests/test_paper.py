@@ -13,6 +13,7 @@ from experiments import report
 from experiments.plan import LABEL, RUNS, SELFPLAY, script_defaults
 from model.files import read_jsonl, write_jsonl
 from model.log import read_metrics
+from model.stats import MDD_SIGMAS
 
 VERDICTS = ("reproduces", "partly reproduces", "does not reproduce")
 
@@ -72,7 +73,7 @@ def test_every_run_lands_under_out_from_theta0_on_all_of_train(paper, small_data
 def test_report_has_the_table_and_three_generated_claims(paper):
     out, _ = paper
     report = (out / "report.md").read_text()
-    assert ("| method | iter | capital | arith | word | fish | table | average | run se (avg) | pipe rate "
+    assert ("| method | iter | capital | arith | word | fish | table | average | acc@0.6 | run se (avg) | pipe rate "
             "| identical pairs | weight dist |") in report
     assert "| SFT theta_0 (100%) | – |" in report
     for m in ("sft100", "sft25eq"):
@@ -86,9 +87,13 @@ def test_report_has_the_table_and_three_generated_claims(paper):
             assert moved != "n/a" and float(moved.split(" ± ")[0]) > 0, (m, it, moved)  # trained: it moved
     for k in (1, 2, 3):
         line = next(ln for ln in report.splitlines() if ln.startswith(f"**Claim {k}**"))
-        assert any(f": {v} here." in line for v in VERDICTS), line
-        assert "sigma" in line  # the noise stands beside every difference
-    assert "sigma = sqrt(" in report  # the noise is defined
+        assert any(f": {v} here" in line for v in VERDICTS), line
+        assert "σ" in line or "sigma" in line  # the noise stands beside every difference
+        if k < 3:  # the row comparisons are paired per prompt: each states what it could detect, greedy and sampled
+            assert "greedy" in line and "T=0.6" in line and "detects ≥" in line, line
+    assert "arXiv 2411.00640" in report and "sigma = sqrt(sd" not in report  # the paired noise, defined once
+    verdicts = report.split("## Verdicts")[1].split("##")[0]
+    assert verdicts.count("detects ≥") == 2 * len(SELFPLAY) * 3  # each method vs 3 SFT rows, greedy and at 0.6
     for png in ("accuracy_vs_iteration.png", "pipe_rate_vs_iteration.png", "logps_gap.png", "movement.png"):
         assert (out / png).stat().st_size > 1000, png
         assert f"]({png})" in report
@@ -100,12 +105,14 @@ def test_summary_has_numbers_for_every_method(paper):
     assert summary["scenario"] == "plateau" and summary["theta0_subset"] == 100
     assert {row["method"] for row in summary["table"]} == set(RUNS)
     for row in summary["table"]:
-        for col in ("capital", "arith", "word", "fish", "table", "average", "pipe_rate"):
+        for col in ("capital", "arith", "word", "fish", "table", "average", "acc@0.6", "pipe_rate"):
             assert math.isfinite(row[col]["mean"]), (row["method"], col)
     selfplay_iters = {row["iter"] for row in summary["table"] if row["method"] == "tspin"}
     assert selfplay_iters == set(summary["iters"]) and len(selfplay_iters) >= 2
     assert [c["claim"] for c in summary["claims"]] == [1, 2, 3]
     assert all(c["verdict"] in VERDICTS for c in summary["claims"])
+    paired = summary["claims"][1]["vs_sft100"]["t0.6"]  # paired per prompt on the sampled outcomes
+    assert paired["n_prompts"] > 1 and paired["mdd"] == pytest.approx(MDD_SIGMAS * paired["sigma"])
     eq = summary["compute"][0]
     assert eq["sft25eq_steps"] == eq["tspin_steps"] > 0 and eq["sft25eq_tokens"] > 0
 

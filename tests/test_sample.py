@@ -194,6 +194,22 @@ def test_same_seed_same_text_other_seed_other_text(ckpts, tmp_path, monkeypatch,
     assert blocks(runs[0][1]) != blocks(runs[2][1])
 
 
+def test_eval_can_score_sampled_answers_as_the_evaluation_does(ckpts, small_data, tmp_path, monkeypatch, capsys):
+    """--eval N --temperature T --num_samples K: the greedy answer and K samples per prompt, pass@1 and pass@K
+    equal to what evaluate() gives those prompts at T with the same seed."""
+    _, it_dir = ckpts
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = sample_inprocess(monkeypatch, capsys, it_dir, "--eval", 6, "--temperature", 1.0, "--num_samples", 3,
+                                    "--seed", 4)
+    assert code == 0
+    records = read_jsonl(small_data / "eval.jsonl")
+    picked = [records[i * len(records) // 6] for i in range(6)]
+    model, tok = model_of(it_dir)
+    m, _ = evaluate(model, tok, picked, torch.device("cpu"), 32, samples=3, temperatures=[1.0], seed=4)
+    assert f"at T=1: pass@1 {m['t1/accuracy']:.3f}, pass@3 {m['t1/pass@3']:.3f}" in out
+    assert out.count(f"{it_dir} T=1 #3") == 6 and out.count(f"{it_dir} greedy") == 6
+
+
 def test_errors_are_one_line(ckpts, tmp_path, monkeypatch, capsys):
     sft_dir, _ = ckpts
     monkeypatch.chdir(tmp_path)
@@ -209,7 +225,8 @@ def test_errors_are_one_line(ckpts, tmp_path, monkeypatch, capsys):
         "no prompts": [sft_dir, "--prompt_file", tmp_path / "empty.txt"],
         "no such file": [sft_dir, "--eval", 3, "--eval_data", tmp_path / "missing.jsonl"],
         "give one of": [sft_dir],
-        "greedily": [sft_dir, "--eval", 3, "--temperature", 0.8],
+        "give --temperature T > 0 too": [sft_dir, "--eval", 3, "--num_samples", 2],
+        "as the evaluation does (no top-k": [sft_dir, "--eval", 3, "--top_k", 5],
         "invalid int value": [sft_dir, "--eval", "abc"],
     }
     for needle, args in cases.items():

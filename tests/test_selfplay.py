@@ -206,3 +206,25 @@ def test_an_unknown_template_is_refused_before_any_work(sft_run, small_data, tmp
     bad = run_script("train_spin.py", "--smoke", "--name", "bad", "--init", sft_run / "ckpt.pt", "--data_dir",
                      small_data, "--template", "alpaca", cwd=tmp_path, check=False)
     assert bad.returncode == 2 and "--template 'alpaca'" in bad.stderr and not (tmp_path / "runs" / "bad").exists()
+
+
+def test_every_evaluation_row_writes_what_each_prompt_got(tspin_run):
+    """Per-prompt outcome files for theta_0 (greedy and at its best temperature), each iteration and the
+    baseline's, on eval and val; the table's verdicts are paired on them and the printed table is narrow."""
+    n_eval = len(read_lines(tspin_run / "outcomes" / "theta0_eval.jsonl"))
+    for run, rows in [(tspin_run, ["theta0", "iter0", "iter1"]), (tspin_run / "baseline", ["iter0", "iter1"])]:
+        for row in rows:
+            for split in ("eval", "val"):
+                lines = read_lines(run / "outcomes" / f"{row}_{split}.jsonl")
+                assert [ln["i"] for ln in lines] == list(range(len(lines))) and lines, (run, row, split)
+                assert any("t0.6" in ln for ln in lines) and any("t1" in ln for ln in lines)
+            assert len(read_lines(run / "outcomes" / f"{row}_eval.jsonl")) == n_eval
+    best = read_lines(tspin_run / "outcomes" / "theta0_best_eval.jsonl")
+    assert len(best) == n_eval and not any("right" in ln for ln in best)  # sampled only, at the best T
+    summary = json.loads((tspin_run / "summary.json").read_text())
+    verdicts = [line for line in summary["table"] if "detects ≥" in line]
+    assert len(verdicts) == 6  # 2 iterations x 3 comparisons
+    assert sum(line.startswith("iter ") for line in summary["table"]) == 2
+    assert (tspin_run / "results.md").read_text().count("continued SFT iter") == 2
+    rows = [r for r in read_lines(tspin_run / "metrics.jsonl") if r.get("iter") == -1 and "accuracy" in r]
+    assert rows[0]["best_t"] in (0.2, 0.4, 0.6, 0.8, 1.0) and "val_t1/sharpness" in rows[0]
