@@ -61,8 +61,9 @@ regimes: data
 notebooks: data
 	$(PY) -m notebooks.run --full
 
+# two test processes, whole files each (module fixtures stay in one process); each runs its scripts on one thread
 test: $(VENV)
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 # the inner loop: every test that starts no training process (tests/conftest.py marks the others slow)
 test-fast: $(VENV)

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+if os.environ.get("PYTEST_XDIST_WORKER"):  # make test: two test processes share the 2 cores, one thread each
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # (before torch is imported in this process)
 
 
 @pytest.fixture(scope="session")
