@@ -4,18 +4,19 @@ checkers' verdicts, or a chat with the answer streamed as it is sampled.
 
     python sample.py runs/tspin --prompt "What is the capital of France?"
     python sample.py runs/sft runs/tspin/iter0 runs/tspin --eval 20 --out answers.md
-    python sample.py runs/sft --prompt_file prompts.txt --num_samples 3 --temperature 1.0
+    python sample.py runs/tspin --eval 100 --temperature 0.6 --num_samples 4   # greedy and pass@1 at 0.6
     python sample.py runs/sft --chat
 
 A run directory means its latest checkpoint (runs/<name>/ckpt.pt); runs/tspin/iter1 is the model after
 self-play iteration 1. Several checkpoints answer the same prompts with the same seed. Sampling defaults
-are nanochat's chat_cli's (temperature 0.6, top-k 50); --eval answers greedily through the evaluation's
-own code, so its accuracy is the one a run's evaluation gives on the same prompts.
+are nanochat's chat_cli's (temperature 0.6, top-k 50); --eval answers through the evaluation's own code
+(greedy, and sampled as it samples), so its numbers are a run's evaluation's on the same prompts.
 """
 
 import argparse
 import codecs
 import json
+import math
 import shlex
 import sys
 import unicodedata
@@ -23,11 +24,12 @@ from pathlib import Path
 
 from data.tasks import has_pipe_leak
 from model.checkpoint import load_checkpoint, model_from_checkpoint
-from model.cli import die
+from model.cli import check_device, check_rules, die
 from model.data import format_prompt
 from model.device import pick_device
 from model.evaluate import evaluate
 from model.files import DataError, read_jsonl
+from model.flags import RULES
 from model.sampler import generate, stream
 from model.tokenizer import Tokenizer
 
@@ -46,7 +48,7 @@ parser.add_argument("--chat", action="store_true", help="interactive chat, answe
 parser.add_argument("--temperature", metavar="T", type=float, default=None,
                     help="sampling temperature, 0 is greedy (default 0.6; --eval: greedy, plus sampled at T if given)")
 parser.add_argument("--top_k", metavar="K", type=int, default=50, help="sample among the k most likely tokens only (0: all)")
-parser.add_argument("--top_p", metavar="P", type=float, default=1.0, help="nucleus: the fewest tokens holding this much probability (1: off)")
+parser.add_argument("--top_p", metavar="P", type=float, default=None, help="nucleus: the fewest tokens holding this much probability (1: off)")
 parser.add_argument("--max_new_tokens", metavar="N", type=int, default=0,
                     help="longest answer in tokens (default: the checkpoint's evaluation length, 96 unless changed)")
 parser.add_argument("--num_samples", metavar="N", type=int, default=1, help="answers per prompt, each from its own random stream")
@@ -57,21 +59,38 @@ parser.error = die  # a bad flag is one line too, like every other error here (-
 args = parser.parse_args()
 
 # -----------------------------------------------------------------------------------------------------
-# what to do: check the combination of flags before loading anything
+# what to do: check every value and the combination of flags before loading anything (one line, exit 2)
+UNSET = (None, "", [])  # a flag left at its default: nothing to check
+check_rules({k: v for k, v in vars(args).items() if v not in UNSET}, {
+    "eval": (lambda v: v >= 0, "a number of prompts >= 0"),
+    "temperature": (lambda v: math.isfinite(v) and v >= 0, "a temperature >= 0 (0: greedy)"),
+    "top_k": (lambda v: v >= 0, "an integer >= 0 (0: all tokens)"),
+    "top_p": RULES["top_p"],
+    "max_new_tokens": (lambda v: v >= 0, "a number of tokens >= 0 (0: the checkpoint's evaluation length)"),
+    "num_samples": (lambda v: v >= 1, "an integer >= 1"),
+    "seed": RULES["seed"],
+    "device": RULES["device"],
+    "prompt": (lambda v: all(p.strip() for p in v), "a non-empty prompt"),
+    "out": (lambda v: not Path(v).is_dir() and not Path(v).parent.is_file(), "a file to write, not a directory"),
+})
+check_device(args.device)
 asked = [name for name, on in [("--prompt/--prompt_file", args.prompt or args.prompt_file), ("--eval", args.eval),
                                ("--chat", args.chat)] if on]
 if len(asked) != 1:
     die("give one of --prompt/--prompt_file, --eval N or --chat" + (f" (got {' and '.join(asked)})" if asked else ""))
-if args.eval < 0 or args.num_samples < 1 or args.top_k < 0 or args.max_new_tokens < 0:
-    die("--eval, --top_k and --max_new_tokens cannot be negative, and --num_samples is at least 1")
+top_k_typed = any(a == "--top_k" or a.startswith("--top_k=") for a in sys.argv[1:])
 if args.eval and args.num_samples > 1 and args.temperature in (None, 0.0):
     die("--eval --num_samples K samples at a temperature: give --temperature T > 0 too (greedy needs one answer)")
-if args.eval and (args.top_k != 50 or args.top_p != 1.0):
+if args.eval and (top_k_typed or args.top_p is not None):
     die("--eval samples as the evaluation does (no top-k, no top-p): drop --top_k and --top_p")
-if args.chat and (len(args.checkpoints) > 1 or args.out):
-    die("--chat talks to one checkpoint and writes no table (use --prompt with several checkpoints and --out)")
+if args.eval_data and not args.eval:
+    die("--eval_data is the eval split of --eval N: give --eval too, or drop it")
+if args.chat and (len(args.checkpoints) > 1 or args.out or args.num_samples > 1):
+    die("--chat talks to one checkpoint, one answer at a time, and writes no table (use --prompt with several "
+        "checkpoints, --num_samples and --out)")
 temperature = 0.6 if args.temperature is None else args.temperature
 top_k = args.top_k or None
+top_p = 1.0 if args.top_p is None else args.top_p
 device = pick_device(args.device)
 
 
@@ -110,18 +129,15 @@ def visible(text):
 
 def describe(arg, ckpt):
     """runs/tspin/iter0: tspin checkpoint, step 8, after iteration 0"""
-    after = f", after iteration {ckpt['next_iter'] - 1}" if "next_iter" in ckpt else ""
+    after = "" if "next_iter" not in ckpt else ", theta_0 (before iteration 0)" if ckpt["next_iter"] == 0 else \
+        f", after iteration {ckpt['next_iter'] - 1}"
     return f"{arg}: {ckpt['kind']} checkpoint, step {ckpt.get('step', '?')}{after}"
 
 
-def template(ckpt):
-    # the prompt template the run trained and evaluated with (--template), so a checkpoint is asked as it was
-    return ckpt.get("config", {}).get("template", "chat")
-
-
-def max_new(ckpt):
-    # by default the length the run's own evaluation used, so --eval scores what the run scored
-    return args.max_new_tokens or ckpt.get("config", {}).get("max_new_tokens", 96)
+# a checkpoint is asked as its run trained and evaluated: in its prompt template (--template), and by default
+# at its evaluation's answer length, so that --eval scores what the run scored
+template = lambda ckpt: ckpt.get("config", {}).get("template", "chat")
+max_new = lambda ckpt: args.max_new_tokens or ckpt.get("config", {}).get("max_new_tokens", 96)
 
 
 labels = [arg.rstrip("/") for arg in args.checkpoints]
@@ -133,7 +149,7 @@ for label, (ckpt, _, _) in zip(labels, loaded):
 # --chat: one prompt at a time, each token printed as soon as its bytes make whole characters
 if args.chat:
     ckpt, model, tok = loaded[0]
-    print(f"temperature {temperature}, top_k {args.top_k}, top_p {args.top_p}, seed {args.seed}. "
+    print(f"temperature {temperature}, top_k {args.top_k}, top_p {top_p}, seed {args.seed}. "
           "The chat template is single-turn (<|user|> prompt <|assistant|>): each message is answered on its "
           "own, the model does not see the conversation. Commands: /temp x, /reset, /quit.", flush=True)
     turn = 0
@@ -176,7 +192,7 @@ if args.chat:
         ended = False
         # seed + turn: a question asked twice gets two samples, and the same session replays the same text
         try:
-            for t in stream(model, ids, room, temperature, top_k, args.top_p, tok.eos_id, args.seed + turn):
+            for t in stream(model, ids, room, temperature, top_k, top_p, tok.eos_id, args.seed + turn):
                 if t == tok.eos_id:
                     ended = True
                     break
@@ -230,7 +246,7 @@ else:
             prompts += [line for _, line in lines]
     if not all(p.strip() for p in prompts):
         die("--prompt is empty")
-    print(f"temperature {temperature}, top_k {args.top_k}, top_p {args.top_p}, seed {args.seed}, "
+    print(f"temperature {temperature}, top_k {args.top_k}, top_p {top_p}, seed {args.seed}, "
           f"{args.num_samples} sample(s) per prompt")
 
 # -----------------------------------------------------------------------------------------------------
@@ -254,7 +270,7 @@ for label, (ckpt, model, tok) in zip(labels, loaded):
         die(f"a prompt of {max(len(i) for i in ids)} tokens does not fit the context ({model.config.block_size})")
     # sample k of prompt i is row k * len(prompts) + i: its own random stream, the same for every checkpoint
     outs = generate(model, ids * args.num_samples, min(max_new(ckpt), room), temperature=temperature, top_k=top_k,
-                    top_p=args.top_p, eos_id=tok.eos_id, seed=args.seed)
+                    top_p=top_p, eos_id=tok.eos_id, seed=args.seed)
     rows = [{"text": tok.decode(o[:-1] if o[-1:] == [tok.eos_id] else o), "ended": o[-1:] == [tok.eos_id]}
             for o in outs]
     answers[label] = [rows[i::len(prompts)] for i in range(len(prompts))]
@@ -278,9 +294,9 @@ def show(name, text, verdict=""):
 
 def answer_name(label, k, n):
     """'sft', 'sft #2'; under --eval with sampling, answer 0 is the greedy one: 'sft greedy', 'sft T=0.6 #1'."""
-    if records is not None and n > 1:
-        return f"{label} greedy" if k == 0 else f"{label} T={args.temperature:g} #{k}"
-    return label + (f" #{k + 1}" if n > 1 else "")
+    evaluated = records is not None and n > 1
+    return f"{label} {'greedy' if k == 0 else f'T={args.temperature:g} #{k}'}" if evaluated else \
+        label + (f" #{k + 1}" if n > 1 else "")
 
 
 for i, prompt in enumerate(prompts):
@@ -326,7 +342,7 @@ if args.out:
             f"**{metrics[label]['accuracy']:.3f}**" if "accuracy" in metrics[label] else "–" for label in labels) + " |")
     setting = ("greedy, as the evaluation" + (f", and {args.num_samples} samples at T={args.temperature:g}"
                                               if args.temperature else "")) if records is not None else \
-        f"temperature {temperature}, top_k {args.top_k}, top_p {args.top_p}, seed {args.seed}"
+        f"temperature {temperature}, top_k {args.top_k}, top_p {top_p}, seed {args.seed}"
     command = shlex.join(["python", *sys.argv])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

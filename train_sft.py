@@ -10,8 +10,8 @@ tokens and the EOS only. This model is the initial policy of SPIN and T-SPIN.
     torchrun --nproc_per_node 2 train_sft.py    # data-parallel (gloo on CPU, NCCL on CUDA)
 
 Writes runs/<name>/ (runs/<name>_smoke/ with --smoke): metrics.jsonl, curves.png, samples.jsonl,
-summary.json, ckpt.pt. A resumable checkpoint is saved about every minute of work, so kill -9 loses at most
-that; Ctrl-C saves one at once and prints the command that continues.
+summary.json, ckpt.pt (and ckpt.prev.pt, the one before it). A resumable checkpoint is saved about every
+minute of work, so kill -9 loses at most that; Ctrl-C saves one at once and prints the command that continues.
 """
 
 import json
@@ -31,7 +31,17 @@ from model.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from model.cli import RUN_DEFAULTS, claim_run, configure, die, halt, print_config, resume_command, stop
+from model.cli import (
+    RUN_DEFAULTS,
+    claim_run,
+    configure,
+    die,
+    halt,
+    print_config,
+    resume_command,
+    stop,
+    write_failed,
+)
 from model.data import batches, collate, data_paths, fit_to_context
 from model.device import autocast, pick_device
 from model.evaluate import evaluate, outcome_lines, show_samples, summary_line, temperatures
@@ -86,9 +96,9 @@ defaults = dict(
 )
 
 
-def smoke_sizes(cfg):
-    return dict(max_steps=min(cfg.max_steps, 30), batch_size=16, eval_interval=10**9, log_interval=5,
-                warmup_steps=5, eval_subset=48, max_new_tokens=32)
+def smoke_sizes(cfg):  # --smoke: these sizes, except for the flags typed (which win)
+    return dict(max_steps=30, batch_size=16, eval_interval=10**9, log_interval=5, warmup_steps=5, eval_subset=48,
+                max_new_tokens=32)
 
 
 # the command line, checked (one line and exit 2 on any mistake); on --resume the run's own settings
@@ -165,9 +175,12 @@ def checkpoint(step):
     """Everything needed to continue exactly: weights, optimizer, settings, tokenizer, step, RNG, and the
     log's state (its line count, the loss summed since the last log line)."""
     if dist.main:
-        save_checkpoint(ckpt_path, checkpoint_state("sft", raw_model, cfg, tok, tok_path, step, guard.count,
-                                                    optimizer=optimizer.state_dict(), tokens_seen=tokens_seen,
-                                                    loss_sum=float(loss_sum), log_lines=log.lines))
+        try:
+            save_checkpoint(ckpt_path, checkpoint_state("sft", raw_model, cfg, tok, tok_path, step, guard.count,
+                                                        optimizer=optimizer.state_dict(), tokens_seen=tokens_seen,
+                                                        loss_sum=float(loss_sum), log_lines=log.lines))
+        except OSError as e:  # a full disk, a read-only directory: one line, exit 1, the previous one intact
+            write_failed(e, ckpt_path, cfg)
     clock.saved()
 
 

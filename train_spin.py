@@ -49,6 +49,7 @@ cfg, model = run.cfg, run.model
 
 if not run.resumed:
     evaluate_iteration(run, -1)  # the initial policy, the first row of the table
+    save_iteration(run, -1)  # a checkpoint: a run stopped from here on does not evaluate theta_0 again
 
 y_gen_previous = None
 if cfg.mix_previous and run.start_iter > 0:

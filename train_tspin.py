@@ -52,10 +52,11 @@ cfg, model = run.cfg, run.model
 
 if not run.resumed:
     evaluate_iteration(run, -1)  # the initial policy, the first row of the table
+    save_iteration(run, -1)  # a checkpoint: a run stopped from here on does not evaluate theta_0 again
 
 # the proto-synthetic answers y0: generated once by theta_0, reused in every iteration
 y0_path = run.run_dir / "proto.jsonl"
-if run.resumed:
+if run.resumed and y0_path.exists():  # (a run stopped while generating them generates them again)
     y0 = load_answers(y0_path)
 else:
     y0 = synthesize(model, run.tok, run.records, cfg, seed=cfg.seed, dist=run.dist)

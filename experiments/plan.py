@@ -129,24 +129,30 @@ def read_summary(out, seed, method):
 
 
 def flags(args, seed, method):
+    """A flag typed wins over a script's --smoke sizes: at smoke size the sizes are left to the script
+    (sft25eq keeps T-SPIN's step count, which the smoke sizes make small)."""
     theta0 = run_dir(args.out, seed, "theta0") / "ckpt.pt"
     out = ["--out_dir", args.out / f"s{seed}", "--name", method, "--seed", seed, "--data_dir", args.data_dir,
            "--eval_data", eval_path(args)]
     out += ["--smoke"] if args.smoke else []
+
+    def sizes(*flags):
+        return [] if args.smoke else list(flags)
+
     if method == "theta0":  # always in the chat template; the template scenario changes it after theta_0
-        return out + ["--subset", SCENARIOS[args.scenario]["theta0_subset"], "--max_steps", args.theta0_steps]
+        return out + ["--subset", SCENARIOS[args.scenario]["theta0_subset"], *sizes("--max_steps", args.theta0_steps)]
     out += ["--template", SCENARIOS[args.scenario]["template"]]
     if method == "sft100":
-        return out + ["--init", theta0, "--subset", 100, "--max_steps", two_epochs(args)]
+        return out + ["--init", theta0, "--subset", 100, *sizes("--max_steps", two_epochs(args))]
     if method in SELFPLAY:
         # --baseline false: the scripts' built-in continued-SFT baseline would repeat the sft25eq row here
-        out += ["--init", theta0, "--subset", 25, "--iters", args.iters, "--epochs", args.selfplay_epochs,
+        out += ["--init", theta0, "--subset", 25, *sizes("--iters", args.iters, "--epochs", args.selfplay_epochs),
                 "--baseline", "false"]
         return out + (["--b", 0] if method == "tspin_nohist" else [])
     if method == "sft25eq":
         match = equal_compute(read_summary(args.out, seed, "tspin"), args.data_dir)
         return out + ["--init", theta0, "--subset", 25, "--max_steps", match["steps"],
-                      "--batch_size", match["batch_size"]]
+                      *sizes("--batch_size", match["batch_size"])]
     raise ValueError(method)
 
 
@@ -163,7 +169,7 @@ def write_eval(args):
 
 def two_epochs(args):
     """2 epochs of the full train split at train_sft.py's batch size (it drops the last partial batch,
-    hence the floor). Under --smoke the script caps the steps and the data anyway."""
+    hence the floor). Not passed under --smoke: the script's smoke sizes decide."""
     return 2 * (len(read_jsonl(args.data_dir / "train.jsonl")) // SFT_DEFAULTS["batch_size"])
 
 

@@ -89,7 +89,7 @@ def theta0_command(args, seed, scenario):
     spec = SCENARIOS[scenario]
     return [ROOT / "train_sft.py", "--out_dir", args.out / f"s{seed}", "--name", f"theta0_{scenario}", "--seed", seed,
             "--data_dir", args.data_dir, "--eval_data", args.eval_data, "--subset", spec["theta0_subset"],
-            "--max_steps", THETA0_STEPS[scenario], *(["--smoke"] if args.smoke else [])]
+            *(["--smoke"] if args.smoke else ["--max_steps", THETA0_STEPS[scenario]])]  # smoke: the script's size
 
 
 def selfplay_command(args, seed, scenario, setting):

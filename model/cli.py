@@ -10,7 +10,7 @@ layer decide.
 """
 
 import argparse
-import math
+import errno
 import os
 import re
 import shlex
@@ -22,8 +22,8 @@ from types import SimpleNamespace
 
 import torch
 
-from model.checkpoint import load_checkpoint
-from model.data import TEMPLATES
+from model.checkpoint import load_latest, set_aside
+from model.flags import PAIR_RULES, RULES
 from model.rundir import RUNS_DIR, RunDirError, check_run_dir, holds_run, release_lock, run_path
 from model.rundir import STOP as _STOP
 from model.rundir import claim_run as _claim_run
@@ -52,11 +52,14 @@ def die(msg, status=EXIT_BAD_INPUT):
 
 
 def _one_line_excepthook(kind, value, tb):
-    """Anything unexpected still ends in one line, with where it happened; --debug shows the traceback."""
+    """Anything unexpected still ends in one line, with where it happened; --debug shows the traceback. A
+    file that could not be written (a full disk, a read-only directory) also says how to continue."""
     where = traceback.extract_tb(tb)[-1] if tb else None
     text = (str(value).strip().splitlines() or [""])[0]
     at = f" (at {Path(where.filename).name}:{where.lineno}; --debug shows the traceback)" if where else ""
-    print(f"error: {kind.__name__}: {text}{at}", file=sys.stderr, flush=True)
+    then = (f"; the last checkpoint is kept: once the disk is fixed, continue with: {_STOP.resume_cmd}"
+            if isinstance(value, OSError) and _STOP.started and _STOP.resume_cmd else "")
+    print(f"error: {kind.__name__}: {text}{at}{then}", file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -108,75 +111,28 @@ def parse_config(defaults, argv=None, description=None, help_from=()):
     return SimpleNamespace(**{**defaults, **given}), set(given)
 
 
-def _floats(value):
-    return [float(v) for v in str(value).split(",")]
-
-
-def _finite(test):
-    return lambda v: math.isfinite(v) and test(v)
-
-
-def _one_of(*choices):
-    return lambda v: v in choices, " or ".join(choices)
-
-
-POSITIVE = (_finite(lambda v: v > 0), "a number > 0")
-AT_LEAST_0 = (_finite(lambda v: v >= 0), "a number >= 0")
-STEP_OR_NEVER = (lambda v: v >= -1, "a step >= 0, or -1 for never")
-A_FILE = (lambda v: v == "" or Path(v).is_file(), "the path of an existing file")
-
-# Every value a script takes, checked before any work. A script is checked on the flags it has. Files are
-# checked here for existence; their contents by the one reader of each kind (read_jsonl, load_checkpoint,
-# Tokenizer.load), which name the file and the line, also before anything is written.
-RULES = {
-    "name": (lambda v: v not in ("", ".", "..") and "/" not in v and os.sep not in v and "\0" not in v,
-             "a single directory name under --out_dir (no '/', not '.' or '..')"),
-    "out_dir": (lambda v: v.strip() != "" and not Path(v).is_file(), "a directory"),
-    "batch_size": POSITIVE, "max_steps": POSITIVE, "iters": POSITIVE, "epochs": POSITIVE,
-    "log_interval": POSITIVE, "eval_interval": POSITIVE, "eval_subset": POSITIVE, "max_new_tokens": POSITIVE,
-    "max_consecutive_nans": POSITIVE, "lr": POSITIVE, "baseline_lr": POSITIVE, "grad_clip": POSITIVE, "a": POSITIVE,
-    "eval_samples": (lambda v: 0 <= v <= 64, "a number of samples in 0..64"),
-    "eval_sample_every": POSITIVE,
-    "eval_temperatures": (lambda v: all(math.isfinite(x) and x > 0 for x in _floats(v)) if v else True,
-                          "temperatures > 0 such as 0.6,1.0 (or empty for none)"),
-    "theta0_temperatures": (lambda v: all(math.isfinite(x) and x > 0 for x in _floats(v)) if v else True,
-                            "temperatures > 0 such as 0.2,0.4,0.6,0.8,1.0 (or empty for none)"),
-    "min_lr": AT_LEAST_0, "weight_decay": AT_LEAST_0, "warmup_steps": AT_LEAST_0, "temperature": AT_LEAST_0,
-    "ckpt_seconds": AT_LEAST_0, "ckpt_interval": AT_LEAST_0,
-    "dropout": (_finite(lambda v: 0 <= v < 1), "a probability in [0, 1)"),
-    "top_p": (_finite(lambda v: 0 < v <= 1), "a probability in (0, 1]"),
-    "warmup_ratio": (_finite(lambda v: 0 <= v <= 1), "a share in [0, 1]"),
-    "subset": (lambda v: 0 < v <= 100, "a percentage in (0, 100] (make data writes 25, 50 and 100)"),
-    "inject_nan_step": STEP_OR_NEVER, "stop_at": STEP_OR_NEVER,
-    "lam": (lambda v: all(math.isfinite(x) and x > 0 for x in _floats(v)),
-            "a number > 0, or one per iteration such as 0.1,0.1,5.0"),
-    "b": (lambda v: all(math.isfinite(x) and x >= 0 for x in _floats(v)),
-          "a number >= 0, or one per iteration such as 0.0,0.1"),
-    "nan_policy": _one_of("skip", "halt"),
-    "optim": _one_of("rmsprop", "adamw"),
-    "logp": _one_of("sum", "mean"),
-    "preset": _one_of("haiku", "sonnet"),
-    "device": (lambda v: re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) is not None, "auto, cpu, cuda, cuda:N or mps"),
-    "data": A_FILE, "eval_data": A_FILE,
-    "val_data": (lambda v: v in ("", "none") or Path(v).is_file(), "the path of an existing file, or none"),
-    "template": _one_of(*TEMPLATES),
-    "tokenizer": (lambda v: v == "" or Path(v).is_dir(), "an existing tokenizer directory"),
-}
-
-
-def validate(cfg):
-    """Check every flag against RULES and the device against the machine; the first failure is a one-line
-    error (exit 2) naming the flag, the value and what was expected."""
-    for key, (ok, expected) in RULES.items():
-        if key not in vars(cfg):
+def check_rules(values, rules):
+    """The first value of `values` ({flag: value}) that fails its rule in `rules` is a one-line error
+    (exit 2) naming the flag, the value and what was expected."""
+    for key, (ok, expected) in rules.items():
+        if key not in values:
             continue
-        value = getattr(cfg, key)
         try:
-            good = bool(ok(value))
+            good = bool(ok(values[key]))
         except (ValueError, TypeError):  # e.g. a schedule with a word in it
             good = False
         if not good:
-            die(f"--{key} {value!r}: expected {expected}")
+            die(f"--{key} {values[key]!r}: expected {expected}")
+
+
+def validate(cfg, rules=None):
+    """Check every flag against RULES (with a script's own `rules` in their place), the pairs of flags
+    against PAIR_RULES and the device against the machine; the first failure is a one-line error (exit 2)
+    naming the flag, the value and what was expected."""
+    check_rules(vars(cfg), {**RULES, **(rules or {})})
+    for key, other, ok, expected in PAIR_RULES:
+        if key in vars(cfg) and other in vars(cfg) and not ok(getattr(cfg, key), getattr(cfg, other)):
+            die(f"--{key} {getattr(cfg, key)!r}: expected {expected} ({getattr(cfg, other)!r})")
     if "device" in vars(cfg):
         check_device(cfg.device)
 
@@ -199,14 +155,17 @@ PER_INVOCATION = ("resume", "overwrite", "stop_at", "debug")
 FIXED_ON_RESUME = ("out_dir", "name", "preset", "init", "data_dir", "data", "subset", "tokenizer", "smoke")
 
 
-def configure(defaults, kind, script, description=None, smoke=None, argv=None, help_from=()):
+def configure(defaults, kind, script, description=None, smoke=None, argv=None, help_from=(), rules=None):
     """Everything before the work, the same way in every script: read the command line; --smoke runs go to
     <name>_smoke unless --name was given; on --resume, take the run's saved settings, with the flags typed
-    now winning (and printed); shrink to smoke size; check every flag (RULES), the device and the run
-    directory (no overwrite, no second process). Returns (cfg, the checkpoint to resume from or None).
+    now winning (and printed); shrink to smoke size where nothing was typed; check every flag (RULES, and
+    the script's own `rules`), the device and the run directory (no overwrite, no second process). Returns
+    (cfg, the checkpoint to resume from or None).
 
-    `smoke`: function cfg -> the settings that --smoke forces; `help_from`: more files whose comments
-    beside defaults are --help text (the script's own are read anyway). Nothing is written here."""
+    `smoke`: function cfg -> the smoke-size settings; a flag typed on the command line wins over them and
+    is checked like any other (and on --resume the run's saved settings are already its smoke sizes).
+    `help_from`: more files whose comments beside defaults are --help text (the script's own are read
+    anyway). Nothing is written here."""
     global DEBUG
     cfg, given = parse_config(defaults, argv, description, help_from=[script, *help_from])
     DEBUG = DEBUG or cfg.debug
@@ -215,7 +174,7 @@ def configure(defaults, kind, script, description=None, smoke=None, argv=None, h
     if cfg.smoke and "name" not in given and not cfg.name.endswith("_smoke"):
         cfg.name += "_smoke"  # a smoke test never lands on the real run of the default name
     validate(SimpleNamespace(name=cfg.name, out_dir=cfg.out_dir))  # before the run directory is looked at
-    ckpt = None
+    ckpt, saved = None, {}
     if cfg.resume:
         if cfg.overwrite:
             die("--resume continues a run and --overwrite starts it afresh: pass one of them")
@@ -231,29 +190,38 @@ def configure(defaults, kind, script, description=None, smoke=None, argv=None, h
         note = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items() if k not in PER_INVOCATION)
         print(f"resuming {run_path(cfg)} at step {ckpt['step']} with its own settings"
               + (f", except as given now: {note}" if note else ""), flush=True)
-    if cfg.smoke and smoke is not None:
-        cfg.__dict__.update(smoke(cfg))
-    validate(cfg)
+    if cfg.smoke and smoke is not None:  # the smoke sizes where the user typed nothing (nor did the run)
+        cfg.__dict__.update({k: v for k, v in smoke(cfg).items() if k not in given and k not in saved})
+    validate(cfg, rules)
     if os.environ.get("RANK", "0") == "0":  # under torchrun the main process alone owns the run directory
         _or_die(check_run_dir, run_path(cfg), cfg.resume, cfg.overwrite)
     _install_signal_handlers()
     return cfg, ckpt
 
 
+# an unreadable latest checkpoint that --resume passed over: set aside once the run is claimed
+_PASSED_OVER = []
+
+
 def resume_checkpoint(run_dir, kind, script):
-    """The checkpoint that --resume continues from, or a one-line reason why there is none."""
+    """The checkpoint that --resume continues from: ckpt.pt, or the previous one (ckpt.prev.pt) when the
+    latest is missing or unreadable (said in one line); else a one-line reason why there is none."""
     path = run_dir / "ckpt.pt"
-    if not path.exists():
+    try:
+        ckpt, used, why = load_latest(path)
+    except FileNotFoundError:
         if not holds_run(run_dir):
             die(f"--resume: there is no run at {run_dir} (check --name and --out_dir)")
         die(f"--resume: {run_dir} was stopped before its first checkpoint; start it again with --overwrite "
             f"(the old one is moved aside)")
-    try:
-        ckpt = load_checkpoint(path)
-    except (FileNotFoundError, RuntimeError) as e:
-        die(f"--resume: {e}")
+    except RuntimeError as e:
+        die(f"--resume: {e}; start the run again with --overwrite (the old one is moved aside)")
     if ckpt["kind"] != kind:
         die(f"--resume: {run_dir} holds a {ckpt['kind']} run, which {Path(script).name} does not continue")
+    if used != path:
+        print(f"--resume: {why}; continuing from the previous checkpoint, {used} (step {ckpt['step']})",
+              file=sys.stderr, flush=True)
+        _PASSED_OVER.append(path)
     return ckpt
 
 
@@ -281,7 +249,22 @@ def claim_run(cfg, main=True):
     """Make <out_dir>/<name>/ this process's (model/rundir.py: moved aside on --overwrite, locked), and
     arm Ctrl-C to save from now on. Other processes of a torchrun job leave the directory to the main one."""
     _STOP.started, _STOP.resume_cmd = True, resume_command(cfg)
-    return _or_die(_claim_run, run_path(cfg), cfg.resume, cfg.overwrite) if main else run_path(cfg)
+    if not main:
+        return run_path(cfg)
+    run_dir = _or_die(_claim_run, run_path(cfg), cfg.resume, cfg.overwrite)
+    while _PASSED_OVER:  # the next save must not rotate it over the good previous checkpoint
+        set_aside(_PASSED_OVER.pop())
+    return run_dir
+
+
+def write_failed(err, path, cfg):
+    """A checkpoint could not be written (OSError: a full disk, a read-only directory, a quota): one line
+    naming the file and the cause, and exit 1, as for a NaN halt: the run stopped on its way, with the
+    previous checkpoint intact, and continues with --resume once the disk is fixed. (Exit 2 means the
+    command itself was wrong, before anything was written.)"""
+    cause = f"{err.strerror or err} ({errno.errorcode.get(err.errno, 'error')})" if err.errno else str(err)
+    die(f"could not write the checkpoint {path}: {cause}; the previous checkpoint is intact: free some space "
+        f"(or make {Path(path).parent} writable) and continue with: {resume_command(cfg)}", status=EXIT_HALTED)
 
 
 # ----------------------------------------------------------------------------------------------------

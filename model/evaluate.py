@@ -208,6 +208,26 @@ def sample_at(model, tok, records, out, k, temperature, max_new_tokens, batch_si
     return metrics
 
 
+def find_best_temperature(model, tok, val_records, eval_records, grid, known, k, max_new_tokens, dist, template,
+                          sample_every, seed):
+    """The temperature of `grid` at which the model's K samples are right most often on val (pass@1; `known`
+    holds val_t<T>/accuracy for temperatures already sampled), then K samples on eval at that temperature:
+    what "just lower the temperature" gives, at no training cost. -> (best T, metrics: best_t,
+    val_best/accuracy, best/<key> on eval and val_t<T>/ of the newly sampled, the eval samples)."""
+    def sample(records, t):  # K answers per prompt at temperature t, as evaluate() samples them
+        out = [{} for _ in records]
+        return out, sample_at(model, tok, records, out, k, t, max_new_tokens, 256, dist, template, sample_every, seed)
+
+    new = {f"val_{key}": v for t in grid if f"val_t{t:g}/accuracy" not in known
+           for key, v in sample(val_records, t)[1].items()}
+    val_acc = {t: {**known, **new}.get(f"val_t{t:g}/accuracy", float("-inf")) for t in grid}
+    best = max(grid, key=lambda t: val_acc[t])
+    out, found = sample(eval_records, best)
+    new.update({"best_t": best, "val_best/accuracy": val_acc[best],
+                **{f"best/{key.split('/', 1)[1]}": v for key, v in found.items()}})
+    return best, new, out
+
+
 def outcome_lines(records, samples):
     """What each prompt got, one dict per prompt in order, for a prompt-by-prompt comparison of two
     evaluations (model/stats.py): its index, family, right (1/0, None without a checker), answer length in

@@ -14,6 +14,8 @@ import json
 import os
 from pathlib import Path
 
+from model.rundir import fault_point
+
 
 class DataError(ValueError):
     """Malformed input data; the message names the file and the line."""
@@ -43,14 +45,39 @@ def _normalize(obj, where):
     return {**obj, "prompt": prompt, "response": response}
 
 
-def atomic_write(path, write):
+def previous_path(path):
+    """Where atomic_write(keep_previous=True) keeps the version it replaced: ckpt.pt -> ckpt.prev.pt."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def atomic_write(path, write, keep_previous=False):
     """The one atomic write: `write(f)` fills a temporary file beside `path` (opened in binary mode), then
-    a rename puts it in place, so a reader never sees a half-written file, even after a kill -9."""
+    a rename puts it in place, so a reader never sees a half-written file, even after a kill -9. A write
+    that fails (OSError: a full disk, a read-only directory) leaves `path` as it was, and no temporary file.
+
+    keep_previous (checkpoints): the version being replaced is first renamed to previous_path(path), then
+    the new one takes its place (and is synced to the disk first), so that at every instant at least one
+    complete file exists: `path`, or between the two renames its previous version."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
+    try:
+        fault_point(f"write:{path.name}")
+        with open(tmp, "wb") as f:
+            write(f)
+            if keep_previous:
+                f.flush()
+                os.fsync(f.fileno())
+    except BaseException:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise
+    if keep_previous and path.exists():
+        os.replace(path, previous_path(path))
+        fault_point(f"rotate:{path.name}")
     os.replace(tmp, path)
 
 
@@ -90,6 +117,8 @@ def read_jsonl(path):
     records = [_normalize(obj, f"{path}:{n}") for n, obj in read_json_lines(path, numbered=True)]
     if not records:
         raise DataError(f"{path}: no records")
+    if not any(r["response"].strip() for r in records):
+        raise DataError(f"{path}: every response is empty (the runs learn from the answers and score with them)")
     return records
 
 

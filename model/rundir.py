@@ -8,13 +8,15 @@ into the one-line error and exit status.
 """
 
 import atexit
+import errno
 import os
+import signal
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
 RUNS_DIR = "runs"  # where runs go, by default; every script's --out_dir
-RUN_FILES = ("ckpt.pt", "metrics.jsonl", "summary.json")  # what makes a directory a run (not, say, a log)
+RUN_FILES = ("ckpt.pt", "ckpt.prev.pt", "metrics.jsonl", "summary.json")  # what makes a directory a run (not, say, a log)
 
 # set by the signal handler (model/cli.py) when Ctrl-C or SIGTERM arrives: the loop saves and stops
 STOP = SimpleNamespace(signal=None, started=False, lock=None, resume_cmd=None)
@@ -125,3 +127,22 @@ class CheckpointClock:
 
     def saved(self):
         self.last = time.time()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Fault injection for the tests, off unless the environment asks (docs/reference.md, "Reliability"). A run
+# calls fault_point(label) at the moments a kill or a full disk must be survived: "y_gen" (the opponent's
+# answers generated, not yet saved), "step:<kind>" (an optimizer step of fit_iteration done; kind tspin,
+# spin or sft_baseline), "write:<file name>" (an atomic write about to start) and "rotate:<file name>"
+# (a checkpoint's previous version moved aside, the new one not yet in place).
+# TINYSPIN_KILL_AT=<label>:<n> kills the process with SIGKILL the n-th time `label` is reached;
+# TINYSPIN_FULL_AT=<label>:<n> raises OSError(ENOSPC) there instead, as a full disk would.
+_REACHED = {}
+
+
+def fault_point(label):
+    _REACHED[label] = n = _REACHED.get(label, 0) + 1
+    if os.environ.get("TINYSPIN_KILL_AT") == f"{label}:{n}":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get("TINYSPIN_FULL_AT") == f"{label}:{n}":
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

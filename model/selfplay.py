@@ -15,14 +15,14 @@ from tqdm import tqdm
 
 from model import dist as D
 from model.checkpoint import checkpoint_state, save_checkpoint, set_rng_state
-from model.cli import die, halt, stop
+from model.cli import die, halt, stop, write_failed
 from model.data import batches, collate, format_prompt, sorted_batches
 from model.device import autocast
 from model.evaluate import (
     answer,
     evaluate,
+    find_best_temperature,
     outcome_lines,
-    sample_at,
     show_samples,
     summary_line,
     temperatures,
@@ -30,7 +30,7 @@ from model.evaluate import (
 from model.files import read_json_lines, write_jsonl
 from model.losses import masked_sum, with_nll
 from model.plots import plot_run
-from model.rundir import stop_requested
+from model.rundir import fault_point, stop_requested
 from model.step import NanHalt, lr_warmup_linear, optimizer_step
 
 
@@ -43,25 +43,14 @@ def per_iteration(value, it, name):
 
 
 def best_temperature(run, metrics):
-    """theta_0 at the temperature of cfg.theta0_temperatures that serves it best on val (sampled pass@1),
-    then on eval at that temperature: what "just lower the temperature" gives, at no training cost.
-    -> metrics best_t, best/<key> (eval) and val_best/accuracy; outcomes in theta0_best_eval.jsonl."""
-    cfg, grid = run.cfg, temperatures(run.cfg.theta0_temperatures)
-
-    def sample(records, t):  # K answers per prompt at temperature t, as evaluate() samples them
-        out = [{} for _ in records]
-        return out, sample_at(run.model, run.tok, records, out, cfg.eval_samples, t, cfg.max_new_tokens, 256,
-                              run.dist, cfg.template, cfg.eval_sample_every, cfg.seed)
-
-    for t in grid:
-        if f"val_t{t:g}/accuracy" not in metrics:  # not among the eval temperatures: sample val at t now
-            metrics.update({f"val_{k}": v for k, v in sample(run.val_records, t)[1].items()})
-    val_acc = {t: metrics.get(f"val_t{t:g}/accuracy", float("-inf")) for t in grid}
-    best = max(grid, key=lambda t: val_acc[t])
-    out, found = sample(run.eval_records, best)
+    """theta_0 at its best temperature on val (evaluate.best_temperature), its eval outcomes on disk.
+    -> metrics best_t, best/<key> (eval) and val_best/accuracy (and val_t<T>/ for each T sampled anew)."""
+    cfg = run.cfg
+    best, new, out = find_best_temperature(
+        run.model, run.tok, run.val_records, run.eval_records, temperatures(cfg.theta0_temperatures), metrics,
+        cfg.eval_samples, cfg.max_new_tokens, run.dist, cfg.template, cfg.eval_sample_every, cfg.seed)
     save_outcomes(run, "theta0_best_eval", run.eval_records, out)
-    return {"best_t": best, "val_best/accuracy": val_acc[best],
-            **{f"best/{k.split('/', 1)[1]}": v for k, v in found.items()}}
+    return new
 
 
 def weight_distance(model, reference):
@@ -91,6 +80,7 @@ def play(run, it, opponent):
         return load_answers(run.run_dir / f"iter{it}" / "synthetic.jsonl")
     t0 = time.time()
     y_gen = synthesize(opponent, run.tok, run.records, run.cfg, seed=run.cfg.seed + 1000 * (it + 1), dist=run.dist)
+    fault_point("y_gen")  # (the tests' kill -9 here: generated, not yet saved)
     if run.dist.main:
         save_answers(run.run_dir / f"iter{it}" / "synthetic.jsonl", run.records, run.y, y_gen, run.tok,
                      run.cfg.template)
@@ -206,6 +196,7 @@ def fit_iteration(run, it, prompts, answer_sets, loss_fn):
         run.tokens_seen += sum(tokens[j] for j in global_batch)
         run.step += 1
         log_step(run, it, k, lr, grad_norm, event, metrics, pbar)
+        fault_point(f"step:{run.kind_id}")  # (the tests' kill -9 here)
     pbar.close()
     if k0 < total:
         if dist.main:
@@ -275,8 +266,10 @@ def log_step(run, it, k, lr, grad_norm, event, metrics, pbar):
 
 
 def save_iteration(run, it, k=None, optimizer=None, update_ratios=None, steps=None, then_stop=True):
-    """The run's resumable checkpoint, <run>/ckpt.pt (the baseline's: <run>/baseline/ckpt.pt).
+    """The run's resumable checkpoint, <run>/ckpt.pt (the baseline's: <run>/baseline/ckpt.pt), the one it
+    replaces kept as ckpt.prev.pt. A write that fails (a full disk) stops the run: one line, exit 1.
 
+    After theta_0's evaluation (it -1): the run continues at iteration 0 without evaluating theta_0 again.
     After iteration `it` (k None): also <run>/iter<it>/ckpt.pt; no optimizer state, as each iteration
     starts a fresh optimizer from the new theta_t. Inside iteration `it`, before its step k: the weights,
     the optimizer state and k; the rest is on disk already or recomputed (y_gen in iter<it>/synthetic.jsonl,
@@ -290,13 +283,17 @@ def save_iteration(run, it, k=None, optimizer=None, update_ratios=None, steps=No
         state = checkpoint_state(run.kind_id, run.model, run.cfg, run.tok, run.tok_path, run.step, run.guard.count,
                                  tokens_seen=run.tokens_seen, theta_0=run.theta_0_path, log_lines=run.log.lines,
                                  eval_answers={"theta_0": run.theta_0_eval_answers, "last": run.last_eval_answers}, **where)
-        if k is None:
-            save_checkpoint(run.run_dir / f"iter{it}" / "ckpt.pt", state)
-        save_checkpoint(run.run_dir / "ckpt.pt", state)
+        paths = [run.run_dir / f"iter{it}" / "ckpt.pt"] if k is None and it >= 0 else []
+        for path in paths + [run.run_dir / "ckpt.pt"]:
+            try:
+                save_checkpoint(path, state, keep_previous=path.parent == run.run_dir)
+            except OSError as e:
+                write_failed(e, path, run.main_cfg)
     run.clock.saved()
     if then_stop and stop_requested():
-        stop(f"checkpoint saved {'after iteration ' + str(it) if k is None else f'{k} steps into iteration {it}'}"
-             f" ({run.kind}) in {run.run_dir / 'ckpt.pt'}")
+        where = "after theta_0's evaluation" if it < 0 else f"after iteration {it}" if k is None else \
+            f"{k} steps into iteration {it}"
+        stop(f"checkpoint saved {where} ({run.kind}) in {run.run_dir / 'ckpt.pt'}")
 
 
 # what each evaluation also logs of the validation split, as val_<key> (and every sampled t<T>/ key);

@@ -66,7 +66,11 @@ SELFPLAY_DEFAULTS = dict(
     **RUN_DEFAULTS,              # ckpt_seconds, ckpt_interval, overwrite, debug (model/cli.py)
 )
 
-SMOKE = dict(iters=2, epochs=1, batch_size=16, max_new_tokens=32, log_interval=2)
+SMOKE = dict(iters=2, epochs=1, batch_size=16, max_new_tokens=32, log_interval=2)  # --smoke, but for flags typed
+
+# the rules of model/cli.py, with self-play's own where its flags mean something else
+SELFPLAY_RULES = {"init": (lambda v: v.strip() != "" and "\0" not in v,
+                           "theta_0: an SFT checkpoint file, or a run name under --out_dir")}
 
 
 def init_path(cfg):
@@ -140,7 +144,7 @@ def start(defaults, kind, script):
     opponent is, and what y_gen was sampled from); fit_iteration then loads the checkpoint's own."""
     kind_id = kind.lower().replace("-", "")
     cfg, resume = configure(defaults, kind_id, script, description=f"{kind} self-play fine-tuning",
-                            smoke=lambda c: SMOKE, help_from=[__file__])
+                            smoke=lambda c: SMOKE, help_from=[__file__], rules=SELFPLAY_RULES)
     run_dir = run_path(cfg)
     mid = resume is not None and "k" in resume  # a checkpoint from inside an iteration
     # where to start: the iteration a checkpoint is inside, or the one after those it finished
