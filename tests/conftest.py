@@ -76,6 +76,20 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.slow)
 
 
+@pytest.fixture
+def inproc(monkeypatch, tmp_path):
+    """configure() and claim_run() in this process, in an empty working directory, leaving pytest's signal
+    handlers, excepthook and the run-directory module's stop state as they were."""
+    from model import cli, rundir
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli, "_install_signal_handlers", lambda: None)
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    for key in ("signal", "started", "lock", "resume_cmd"):
+        monkeypatch.setattr(rundir.STOP, key, False if key == "started" else None)
+    return tmp_path
+
+
 @pytest.fixture(scope="session")
 def sft_run(small_data, tmp_path_factory):
     """One smoke SFT run, shared by the SFT checks and as the initial policy of the self-play tests."""

@@ -23,7 +23,7 @@ from conftest import ROOT, run_python, script_env
 from test_reliability import tiny_files
 
 from experiments.plan import SFT_DEFAULTS, SPIN_DEFAULTS, TSPIN_DEFAULTS
-from model import checkpoint, cli, flags, rundir, selfplay
+from model import checkpoint, cli, flags, selfplay
 from model.files import previous_path, read_json_lines, write_jsonl
 from model.gpt import GPT, GPTConfig
 from model.selfplay_run import SELFPLAY_DEFAULTS, SELFPLAY_RULES, SMOKE
@@ -31,17 +31,6 @@ from model.step import NanGuard
 
 # every flag of the three training scripts (their literal defaults, and what they share)
 ALL_FLAGS = {**cli.RUN_DEFAULTS, **SELFPLAY_DEFAULTS, **SFT_DEFAULTS, **SPIN_DEFAULTS, **TSPIN_DEFAULTS, "name": "x"}
-
-
-@pytest.fixture
-def inproc(monkeypatch, tmp_path):
-    """configure() and claim_run() in this process, in an empty working directory (as test_reliability's)."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cli, "_install_signal_handlers", lambda: None)
-    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
-    for key in ("signal", "started", "lock", "resume_cmd"):
-        monkeypatch.setattr(rundir.STOP, key, False if key == "started" else None)
-    return tmp_path
 
 
 def configure(*argv, smoke=None, rules=None):

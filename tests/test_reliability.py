@@ -36,18 +36,6 @@ def configure(*argv):
     return cli.configure(DEFAULTS, "spin", ROOT / "train_spin.py", smoke=lambda c: {}, argv=[str(a) for a in argv])
 
 
-@pytest.fixture
-def inproc(monkeypatch, tmp_path):
-    """configure() and claim_run() in this process, in an empty working directory, leaving pytest's signal
-    handlers, excepthook and the module's lock state as they were."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cli, "_install_signal_handlers", lambda: None)
-    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
-    for key in ("signal", "started", "lock", "resume_cmd"):
-        monkeypatch.setattr(rundir.STOP, key, False if key == "started" else None)
-    return tmp_path
-
-
 def refused(capsys, *argv):
     """The one-line error of configure(argv): exit status 2."""
     with pytest.raises(SystemExit) as e:
